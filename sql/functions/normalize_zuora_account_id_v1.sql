@@ -1,0 +1,16 @@
+-- The billing account a raw customers.zuora_account_id value stands for, or NULL.
+-- Rule: trim surrounding ASCII white space (space, tab, LF, CR, VT, FF); what remains
+-- must be 1 to 64 characters of [A-Za-z0-9_.-] (Zuora ids are 32 hex digits, account
+-- numbers look like A00001234). Empty means "no account"; anything else (inner spaces,
+-- control characters, other Unicode, longer values) is not an account and is skipped.
+-- A plain SQL function without SET or SECURITY DEFINER so that the planner inlines it;
+-- every name is qualified so that nothing on a caller's search_path can shadow it.
+CREATE OR REPLACE FUNCTION billing_sync.normalize_zuora_account_id(raw text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+PARALLEL SAFE
+RETURN CASE
+    WHEN pg_catalog.btrim(raw, E' \t\n\r\v\f') OPERATOR(pg_catalog.~) '^[A-Za-z0-9_.-]{1,64}$'
+    THEN pg_catalog.btrim(raw, E' \t\n\r\v\f')
+END;

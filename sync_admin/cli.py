@@ -1,0 +1,266 @@
+"""`sync-admin`: parse arguments, call the library, print the result. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+import psycopg
+from rich.console import Console
+
+from sync_admin import db, flags, migrate, render, server
+from sync_admin.errors import BadInput, SyncAdminError
+
+# Piped output is read by people too (CI logs, pasted reports): give tables room instead of rich's 80.
+PIPE_WIDTH = 200
+out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+FORMATS = click.Choice(["text", "json", "markdown"])
+
+
+@dataclass
+class Settings:
+    url_option: str | None
+    debug: bool
+
+    def url(self) -> str:
+        """--database-url, else DATABASE_URL, else the embedded server (started on demand)."""
+        return db.resolve_url(self.url_option) or server.start()
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="sync-admin")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None, debug: bool) -> None:
+    """Roll out the account_data_persistence sync: flags, migrations, the embedded server."""
+    ctx.obj = Settings(database_url, debug)
+
+
+# --- server -------------------------------------------------------------------------------------
+
+
+@cli.group("server")
+def server_group() -> None:
+    """The embedded PostgreSQL used when no URL is given."""
+
+
+@server_group.command("status")
+def server_status() -> None:
+    """Is the embedded server running, and where is its data?"""
+    status = server.status()
+    state = f"running (pid {status.pid})" if status.running else "stopped"
+    out.print(f"embedded PostgreSQL {status.version or '(not initialised)'}: {state}")
+    out.print(f"data directory: {status.data_dir}")
+    if status.url:
+        out.print(f"url: {status.url}")
+
+
+@server_group.command("url")
+def server_url() -> None:
+    """Start the embedded server if needed and print its URL (for psql or DATABASE_URL)."""
+    click.echo(server.start())
+
+
+@server_group.command("stop")
+def server_stop() -> None:
+    """Stop the embedded server (its data is kept)."""
+    out.print("stopped" if server.stop() else "the embedded server was not running")
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+
+@cli.group("db")
+def db_group() -> None:
+    """The alembic migrations (plain `alembic upgrade head` with DATABASE_URL works too)."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@pass_settings
+def db_upgrade(settings: Settings, revision: str) -> None:
+    """Upgrade the database to REVISION (default: head)."""
+    url = settings.url()
+    migrate.upgrade(url, revision)
+    out.print(f"{db.mask(url)}: at revision {migrate.current(url)}")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@pass_settings
+def db_downgrade(settings: Settings, revision: str) -> None:
+    """Downgrade the database to REVISION ("base" removes everything, data included)."""
+    url = settings.url()
+    migrate.downgrade(url, revision)
+    out.print(f"{db.mask(url)}: at revision {migrate.current(url) or 'base (nothing installed)'}")
+
+
+@db_group.command("current")
+@pass_settings
+def db_current(settings: Settings) -> None:
+    """Print the revision the database is at, and the latest one."""
+    url = settings.url()
+    current = migrate.current(url)
+    head = migrate.head_revision()
+    note = "up to date" if current == head else f"head is {head}: run `sync-admin db upgrade`"
+    out.print(f"{db.mask(url)}: at revision {current or 'base (nothing installed)'} ({note})")
+
+
+@db_group.command("sql")
+@click.argument("revisions", default="base:head")
+def db_sql(revisions: str) -> None:
+    """Print the SQL of REVISIONS (default base:head) for review, without a database."""
+    click.echo(migrate.offline_sql(revisions), nl=False)
+
+
+# --- flag ---------------------------------------------------------------------------------------
+
+
+@cli.group("flag")
+def flag_group() -> None:
+    """Read and switch feature flags; every change is audited."""
+
+
+@flag_group.command("list")
+@pass_settings
+def flag_list(settings: Settings) -> None:
+    """All flags and their state."""
+    with _migrated(settings) as conn:
+        out.print(render.flags_table(flags.list_flags(conn)))
+
+
+@flag_group.command("status")
+@click.argument("name")
+@pass_settings
+def flag_status(settings: Settings, name: str) -> None:
+    """One flag's state and its last change."""
+    with _migrated(settings) as conn:
+        flag = flags.get_flag(conn, name)
+        last = flags.history(conn, name, limit=1)
+    out.print(f"{flag.name}: {render.on_off(flag.enabled)} (since {render.timestamp(flag.updated_at)})")
+    if last:
+        event = last[0]
+        out.print(
+            f"last change: {render.describe_change(event)} by {event.actor or event.database_user}"
+            + (f" ({event.reason})" if event.reason else "")
+            + f" at {render.timestamp(event.occurred_at)}"
+        )
+
+
+def _change_options(command: click.Command) -> click.Command:
+    command = click.option("--reason", help="Why: recorded in the audit log.")(command)
+    return click.option("--by", "actor", metavar="PERSON", help="Who acts (default: the OS user).")(command)
+
+
+@flag_group.command("enable")
+@click.argument("name")
+@_change_options
+@pass_settings
+def flag_enable(settings: Settings, name: str, reason: str | None, actor: str | None) -> None:
+    """Turn flag NAME on."""
+    _switch(settings, name, True, actor, reason)
+
+
+@flag_group.command("disable")
+@click.argument("name")
+@_change_options
+@pass_settings
+def flag_disable(settings: Settings, name: str, reason: str | None, actor: str | None) -> None:
+    """Turn flag NAME off: the triggers stop syncing with the next statement."""
+    _switch(settings, name, False, actor, reason)
+
+
+def _switch(settings: Settings, name: str, enabled: bool, actor: str | None, reason: str | None) -> None:
+    with _migrated(settings) as conn:
+        change = flags.set_enabled(conn, name, enabled, actor=actor, reason=reason)
+    state = render.on_off(enabled)
+    if change.changed:
+        out.print(f"{name}: {state} (was {render.on_off(change.before.enabled)})")
+    else:
+        out.print(f"{name}: already {state}; nothing changed")
+
+
+@flag_group.command("history")
+@click.argument("name")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N events.")
+@pass_settings
+def flag_history(settings: Settings, name: str, fmt: str, limit: int | None) -> None:
+    """Every change to flag NAME: when, what, who, why."""
+    with _migrated(settings) as conn:
+        events = flags.history(conn, name, limit=limit)
+    if fmt == "json":
+        click.echo(render.to_json([event.as_json() for event in events]))
+    elif fmt == "markdown":
+        click.echo(
+            f"#### History of `{name}`\n\n"
+            + render.markdown_table(render.HISTORY_HEADERS, render.history_rows(events))
+        )
+    else:
+        out.print(render.table(f"history of {name}", render.HISTORY_HEADERS, render.history_rows(events)))
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+@cli.command("demo")
+def demo_command() -> None:
+    """The whole story on a fresh database of the embedded server, in one screen."""
+    from sync_admin import demo
+
+    demo.run(out)
+
+
+# --- plumbing -----------------------------------------------------------------------------------
+
+
+def _migrated(settings: Settings) -> psycopg.Connection:
+    """A connection (one transaction) to a migrated database; exit 3 otherwise."""
+    conn = db.connect(settings.url())
+    try:
+        db.require_migrated(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line on stderr and a meaningful exit code for every failure."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="sync-admin", standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        if debug:
+            raise
+        err.print(f"error: {db.mask(exc.format_message())} (see `sync-admin --help`)", markup=False)
+        sys.exit(BadInput.exit_code if isinstance(exc, click.UsageError) else exc.exit_code)
+    except SyncAdminError as exc:
+        if debug:
+            raise
+        err.print(f"error: {db.mask(str(exc))}", markup=False)
+        sys.exit(exc.exit_code)
+    except psycopg.Error as exc:
+        if debug:
+            raise
+        err.print(f"database error: {db.mask(db.first_line(exc))}", markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The alembic migrations, driven from Python: upgrade, downgrade, current, offline SQL."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from sync_admin import resources
+from sync_admin.db import first_line, mask, sqlalchemy_url
+from sync_admin.errors import BadInput, DatabaseUnavailable, SyncAdminError
+
+
+def alembic_config(url: str | None) -> Config:
+    """Config for the bundled migrations; the URL travels as an attribute, never in the ini text."""
+    config = Config(str(resources.alembic_ini()))
+    config.set_main_option("script_location", str(resources.migrations_dir()))
+    if url is not None:
+        config.attributes["database_url"] = url
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+    assert head is not None, "the migrations have no head"
+    return head
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    _run(command.upgrade, alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    _run(command.downgrade, alembic_config(url), revision)
+
+
+def offline_sql(revision_range: str = "base:head") -> str:
+    """The SQL a DBA reviews before deploy: alembic's --sql output, no database needed."""
+    buffer = io.StringIO()
+    config = alembic_config(None)
+    config.output_buffer = buffer
+    _run(command.upgrade, config, revision_range, sql=True)
+    return buffer.getvalue()
+
+
+def current(url: str) -> str | None:
+    """The revision the database is at, None before the first upgrade."""
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        raise _unavailable(url, exc) from None
+    finally:
+        engine.dispose()
+
+
+def _run(action, config: Config, revision: str, **kwargs: object) -> None:  # noqa: ANN001
+    try:
+        with redirect_stdout(io.StringIO()):
+            action(config, revision, **kwargs)
+    except CommandError as exc:
+        raise BadInput(f"alembic: {mask(first_line(exc))}") from None
+    except OperationalError as exc:
+        raise _unavailable(config.attributes.get("database_url"), exc) from None
+    except DBAPIError as exc:
+        raise SyncAdminError(
+            f"migration failed and its revision was rolled back: {mask(first_line(exc.orig))}"
+        ) from None
+
+
+def _unavailable(url: str | None, exc: OperationalError) -> DatabaseUnavailable:
+    where = mask(url) if url else "the database"
+    return DatabaseUnavailable(f"cannot connect to {where}: {mask(first_line(exc.orig))}")

@@ -1,0 +1,41 @@
+"""Small helpers shared by the tests: switching the flag and reading the derived state."""
+
+from __future__ import annotations
+
+import psycopg
+
+FLAG = "account_data_persistence"
+
+
+def flag_on(conn: psycopg.Connection) -> None:
+    """Turn the sync on for every customer (plain SQL, as a person at psql would)."""
+    conn.execute("UPDATE billing_sync.feature_flags SET enabled = true WHERE name = %s", (FLAG,))
+
+
+def flag_off(conn: psycopg.Connection) -> None:
+    """The kill switch."""
+    conn.execute("UPDATE billing_sync.feature_flags SET enabled = false WHERE name = %s", (FLAG,))
+
+
+def memberships(conn: psycopg.Connection) -> set[tuple[int, str]]:
+    """{(customer_id, zuora_account_id)} as the billing tables say."""
+    rows = conn.execute(
+        """
+        SELECT m.customer_id, a.zuora_account_id
+        FROM public.billing_account_memberships m
+        JOIN public.billing_accounts a ON a.id = m.billing_account_id
+        """
+    ).fetchall()
+    return set(rows)
+
+
+def accounts(conn: psycopg.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT zuora_account_id FROM public.billing_accounts")}
+
+
+def insert_customer(conn: psycopg.Connection, account: str | None, email: str = "c@example.com") -> int:
+    row = conn.execute(
+        "INSERT INTO public.customers (email, zuora_account_id) VALUES (%s, %s) RETURNING id", (email, account)
+    ).fetchone()
+    assert row is not None
+    return row[0]
