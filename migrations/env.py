@@ -24,6 +24,8 @@ def run_migrations_offline() -> None:
         url=config.attributes.get("database_url") or "postgresql+psycopg://",
         dialect_name="postgresql",
         literal_binds=True,
+        # "named" keeps % as it is; the driver's pyformat style would print %% into the SQL.
+        dialect_opts={"paramstyle": "named"},
         transaction_per_migration=True,
     )
     with context.begin_transaction():

@@ -144,18 +144,25 @@ def flag_list(settings: Settings) -> None:
 @click.argument("name")
 @pass_settings
 def flag_status(settings: Settings, name: str) -> None:
-    """One flag's state and its last change."""
+    """The kill switch, each gate, how many customers are in the rollout, and the last change."""
     with _migrated(settings) as conn:
         flag = flags.get_flag(conn, name)
+        in_rollout = flags.rollout_count(conn, name)
         last = flags.history(conn, name, limit=1)
-    out.print(f"{flag.name}: {render.on_off(flag.enabled)} (since {render.timestamp(flag.updated_at)})")
-    if last:
-        event = last[0]
-        out.print(
-            f"last change: {render.describe_change(event)} by {event.actor or event.database_user}"
-            + (f" ({event.reason})" if event.reason else "")
-            + f" at {render.timestamp(event.occurred_at)}"
-        )
+    for line in render.flag_status_lines(flag, in_rollout, last[0] if last else None):
+        out.print(line)
+
+
+@flag_group.command("explain")
+@click.argument("name")
+@click.argument("customer_id", type=int)
+@pass_settings
+def flag_explain(settings: Settings, name: str, customer_id: int) -> None:
+    """Is flag NAME on for CUSTOMER_ID, and which gate decided it?"""
+    with _migrated(settings) as conn:
+        explanation = flags.explain(conn, name, customer_id)
+    verdict = render.on_off(explanation.enabled)
+    out.print(f"{name} is {verdict} for customer {customer_id}: {explanation.gate} (bucket {explanation.bucket})")
 
 
 def _change_options(command: click.Command) -> click.Command:
@@ -163,32 +170,84 @@ def _change_options(command: click.Command) -> click.Command:
     return click.option("--by", "actor", metavar="PERSON", help="Who acts (default: the OS user).")(command)
 
 
+ACTOR_OPTION = click.option(
+    "--actor",
+    "actors",
+    type=click.IntRange(min=1),
+    multiple=True,
+    metavar="CUSTOMER_ID",
+    help="A customer id (repeatable).",
+)
+
+
 @flag_group.command("enable")
 @click.argument("name")
+@ACTOR_OPTION
+@click.option(
+    "--percentage",
+    type=click.IntRange(0, 100),
+    metavar="P",
+    help="Whole number 0-100: on for customers whose Unleash bucket is <= P.",
+)
 @_change_options
 @pass_settings
-def flag_enable(settings: Settings, name: str, reason: str | None, actor: str | None) -> None:
-    """Turn flag NAME on."""
-    _switch(settings, name, True, actor, reason)
+def flag_enable(
+    settings: Settings,
+    name: str,
+    actors: tuple[int, ...],
+    percentage: int | None,
+    reason: str | None,
+    actor: str | None,
+) -> None:
+    """Turn NAME on: for everyone, or with --actor/--percentage for that cohort only (other gates kept)."""
+    with _migrated(settings) as conn:
+        change = flags.enable(conn, name, actors=actors, percentage=percentage, actor=actor, reason=reason)
+        in_rollout = flags.rollout_count(conn, name)
+    _print_change(change, in_rollout)
 
 
 @flag_group.command("disable")
 @click.argument("name")
+@ACTOR_OPTION
+@click.option("--everyone", is_flag=True, help="Remove only the everyone gate.")
+@click.option("--percentage", is_flag=True, help="Remove only the percentage gate (set it to 0).")
 @_change_options
 @pass_settings
-def flag_disable(settings: Settings, name: str, reason: str | None, actor: str | None) -> None:
-    """Turn flag NAME off: the triggers stop syncing with the next statement."""
-    _switch(settings, name, False, actor, reason)
-
-
-def _switch(settings: Settings, name: str, enabled: bool, actor: str | None, reason: str | None) -> None:
+def flag_disable(
+    settings: Settings,
+    name: str,
+    actors: tuple[int, ...],
+    everyone: bool,
+    percentage: bool,
+    reason: str | None,
+    actor: str | None,
+) -> None:
+    """Kill switch: NAME off for every customer at once, gates kept. With options, remove only those gates."""
     with _migrated(settings) as conn:
-        change = flags.set_enabled(conn, name, enabled, actor=actor, reason=reason)
-    state = render.on_off(enabled)
-    if change.changed:
-        out.print(f"{name}: {state} (was {render.on_off(change.before.enabled)})")
-    else:
-        out.print(f"{name}: already {state}; nothing changed")
+        change = flags.disable(
+            conn, name, actors=actors, everyone=everyone, percentage=percentage, actor=actor, reason=reason
+        )
+        in_rollout = flags.rollout_count(conn, name)
+    _print_change(change, in_rollout)
+
+
+@flag_group.command("resume")
+@click.argument("name")
+@_change_options
+@pass_settings
+def flag_resume(settings: Settings, name: str, reason: str | None, actor: str | None) -> None:
+    """Undo the kill switch: NAME back on with the gates exactly as they were."""
+    with _migrated(settings) as conn:
+        change = flags.resume(conn, name, actor=actor, reason=reason)
+        in_rollout = flags.rollout_count(conn, name)
+    _print_change(change, in_rollout)
+
+
+def _print_change(change: flags.FlagChange, in_rollout: int) -> None:
+    if not change.changed:
+        out.print(f"{change.after.name}: nothing changed")
+    for line in render.flag_state_lines(change.after, in_rollout):
+        out.print(line)
 
 
 @flag_group.command("history")
@@ -204,8 +263,7 @@ def flag_history(settings: Settings, name: str, fmt: str, limit: int | None) -> 
         click.echo(render.to_json([event.as_json() for event in events]))
     elif fmt == "markdown":
         click.echo(
-            f"#### History of `{name}`\n\n"
-            + render.markdown_table(render.HISTORY_HEADERS, render.history_rows(events))
+            f"#### History of `{name}`\n\n" + render.markdown_table(render.HISTORY_HEADERS, render.history_rows(events))
         )
     else:
         out.print(render.table(f"history of {name}", render.HISTORY_HEADERS, render.history_rows(events)))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import quote, urlsplit
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote, urlsplit
 
 import psycopg
 from psycopg import conninfo

@@ -8,6 +8,7 @@ that trigger in transaction-local settings (safe under PgBouncer transaction poo
 from __future__ import annotations
 
 import getpass
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,9 +25,23 @@ REASON_SETTING = "billing_sync.reason"
 
 @dataclass(frozen=True)
 class Flag:
+    """A flag row and its actors. `enabled` is the kill switch; the gates say for whom."""
+
     name: str
     enabled: bool
+    everyone: bool
+    percentage: int
+    actors: tuple[int, ...]
     updated_at: datetime
+
+    @property
+    def gates(self) -> str:
+        parts = ["everyone"] if self.everyone else []
+        if self.actors:
+            parts.append(f"{len(self.actors)} actor{'s' if len(self.actors) != 1 else ''}")
+        if self.percentage:
+            parts.append(f"{self.percentage}%")
+        return " + ".join(parts) or "no gate"
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,17 @@ class FlagChange:
     @property
     def changed(self) -> bool:
         return self.before != self.after
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Whether a flag is on for one customer, and which gate decided it."""
+
+    flag: str
+    customer_id: int
+    enabled: bool
+    gate: str
+    bucket: int
 
 
 @dataclass(frozen=True)
@@ -73,28 +99,174 @@ def set_audit_context(conn: psycopg.Connection, actor: str | None, reason: str |
     )
 
 
+_FLAG_QUERY = """
+    SELECT f.name, f.enabled, f.everyone, f.percentage,
+           coalesce(array_agg(a.customer_id ORDER BY a.customer_id) FILTER (WHERE a.customer_id IS NOT NULL), '{}'),
+           f.updated_at
+    FROM billing_sync.feature_flags f
+    LEFT JOIN billing_sync.feature_flag_actors a ON a.flag_name = f.name
+"""
+
+
+def _flag(row: tuple[Any, ...]) -> Flag:
+    name, enabled, everyone, percentage, actors, updated_at = row
+    return Flag(name, enabled, everyone, percentage, tuple(actors), updated_at)
+
+
 def list_flags(conn: psycopg.Connection) -> list[Flag]:
-    rows = conn.execute("SELECT name, enabled, updated_at FROM billing_sync.feature_flags ORDER BY name")
-    return [Flag(*row) for row in rows]
+    rows = conn.execute(_FLAG_QUERY + " GROUP BY f.name ORDER BY f.name")
+    return [_flag(row) for row in rows]
 
 
 def get_flag(conn: psycopg.Connection, name: str, *, lock: bool = False) -> Flag:
-    query = "SELECT name, enabled, updated_at FROM billing_sync.feature_flags WHERE name = %s"
-    row = conn.execute(query + (" FOR UPDATE" if lock else ""), (name,)).fetchone()
+    """One flag; lock=True first takes its row lock so that concurrent changes queue up."""
+    if lock:
+        conn.execute("SELECT 1 FROM billing_sync.feature_flags WHERE name = %s FOR UPDATE", (name,))
+    row = conn.execute(_FLAG_QUERY + " WHERE f.name = %s GROUP BY f.name", (name,)).fetchone()
     if row is None:
         known = ", ".join(flag.name for flag in list_flags(conn)) or "none"
         raise BadInput(f"unknown flag {name!r} (known flags: {known})")
-    return Flag(*row)
+    return _flag(row)
 
 
-def set_enabled(
-    conn: psycopg.Connection, name: str, enabled: bool, *, actor: str | None = None, reason: str | None = None
+def enable(
+    conn: psycopg.Connection,
+    name: str,
+    *,
+    actors: Sequence[int] = (),
+    percentage: int | None = None,
+    actor: str | None = None,
+    reason: str | None = None,
 ) -> FlagChange:
-    """Switch a flag in the caller's transaction; an unchanged flag writes no audit row."""
+    """Switch the flag on: for everyone when no gate is named, else for the actors and/or percentage.
+
+    Other gates are kept (they combine with OR); the kill switch is turned on.
+    """
+    before = get_flag(conn, name, lock=True)
+    _check_percentage(percentage)
+    _check_customers_exist(conn, actors)
+    set_audit_context(conn, actor, reason)
+    if actors:
+        conn.execute(
+            "INSERT INTO billing_sync.feature_flag_actors (flag_name, customer_id)"
+            " SELECT %s, unnest(%s::bigint[]) ON CONFLICT DO NOTHING",
+            (name, list(actors)),
+        )
+    everyone = before.everyone or (not actors and percentage is None)
+    conn.execute(
+        "UPDATE billing_sync.feature_flags SET enabled = true, everyone = %s, percentage = %s WHERE name = %s",
+        (everyone, before.percentage if percentage is None else percentage, name),
+    )
+    return FlagChange(before, get_flag(conn, name))
+
+
+def disable(
+    conn: psycopg.Connection,
+    name: str,
+    *,
+    actors: Sequence[int] = (),
+    everyone: bool = False,
+    percentage: bool = False,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> FlagChange:
+    """Without options, the kill switch: off for every customer, gates kept.
+
+    With options, remove only those gates (actors, the everyone gate, the percentage),
+    leaving the kill switch as it is.
+    """
+    before = get_flag(conn, name, lock=True)
+    not_actors = sorted(set(actors) - set(before.actors))
+    if not_actors:
+        raise BadInput(f"not actors of {name}: {', '.join(map(str, not_actors))}; nothing changed")
+    set_audit_context(conn, actor, reason)
+    if actors:
+        conn.execute(
+            "DELETE FROM billing_sync.feature_flag_actors WHERE flag_name = %s AND customer_id = ANY(%s::bigint[])",
+            (name, list(actors)),
+        )
+    if everyone or percentage:
+        conn.execute(
+            "UPDATE billing_sync.feature_flags"
+            " SET everyone = everyone AND NOT %s, percentage = CASE WHEN %s THEN 0 ELSE percentage END"
+            " WHERE name = %s",
+            (everyone, percentage, name),
+        )
+    if not (actors or everyone or percentage):
+        conn.execute("UPDATE billing_sync.feature_flags SET enabled = false WHERE name = %s", (name,))
+    return FlagChange(before, get_flag(conn, name))
+
+
+def resume(conn: psycopg.Connection, name: str, *, actor: str | None = None, reason: str | None = None) -> FlagChange:
+    """Switch the kill switch back on: the rollout resumes exactly as its gates say."""
     before = get_flag(conn, name, lock=True)
     set_audit_context(conn, actor, reason)
-    conn.execute("UPDATE billing_sync.feature_flags SET enabled = %s WHERE name = %s", (enabled, name))
+    conn.execute("UPDATE billing_sync.feature_flags SET enabled = true WHERE name = %s", (name,))
     return FlagChange(before, get_flag(conn, name))
+
+
+def rollout_count(conn: psycopg.Connection, name: str) -> int:
+    """How many customers the flag is on for right now: one set-based count, gates as the trigger reads them."""
+    get_flag(conn, name)
+    row = conn.execute(
+        """
+        SELECT CASE
+            WHEN NOT f.enabled THEN 0
+            WHEN f.everyone THEN (SELECT count(*) FROM public.customers)
+            ELSE (
+                SELECT count(*) FROM public.customers c
+                WHERE EXISTS (
+                        SELECT 1 FROM billing_sync.feature_flag_actors a
+                        WHERE a.flag_name = f.name AND a.customer_id = c.id)
+                   OR (f.percentage > 0 AND billing_sync.unleash_bucket(f.name, c.id) <= f.percentage)
+            )
+        END
+        FROM billing_sync.feature_flags f WHERE f.name = %s
+        """,
+        (name,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def explain(conn: psycopg.Connection, name: str, customer_id: int) -> Explanation:
+    """The verdict for one customer (from billing_sync.flag_enabled_for itself) and the gate that decided it."""
+    flag = get_flag(conn, name)
+    _check_customers_exist(conn, [customer_id])
+    row = conn.execute(
+        "SELECT billing_sync.flag_enabled_for(%s, %s), billing_sync.unleash_bucket(%s, %s)",
+        (name, customer_id, name, customer_id),
+    ).fetchone()
+    assert row is not None
+    enabled, bucket = row
+    if not flag.enabled:
+        gate = "kill switch: the flag is disabled for every customer"
+    elif flag.everyone:
+        gate = "everyone gate"
+    elif customer_id in flag.actors:
+        gate = "actor gate"
+    elif flag.percentage and bucket <= flag.percentage:
+        gate = f"percentage gate: bucket {bucket} <= {flag.percentage}%"
+    else:
+        gate = f"no gate: not an actor, bucket {bucket} > {flag.percentage}%"
+    return Explanation(name, customer_id, bool(enabled), gate, bucket)
+
+
+def _check_percentage(percentage: int | None) -> None:
+    if percentage is not None and not 0 <= percentage <= 100:
+        raise BadInput(f"percentage must be a whole number from 0 to 100, not {percentage}")
+
+
+def _check_customers_exist(conn: psycopg.Connection, ids: Sequence[int]) -> None:
+    if not ids:
+        return
+    rows = conn.execute(
+        "SELECT id FROM unnest(%s::bigint[]) AS given(id)"
+        " WHERE NOT EXISTS (SELECT 1 FROM public.customers c WHERE c.id = given.id) ORDER BY id",
+        (list(ids),),
+    ).fetchall()
+    if rows:
+        raise BadInput(f"unknown customer id: {', '.join(str(r[0]) for r in rows)}; nothing changed")
 
 
 def history(conn: psycopg.Connection, name: str, *, limit: int | None = None) -> list[FlagEvent]:

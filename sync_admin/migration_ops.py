@@ -12,4 +12,5 @@ def run_sql_file(relative: str) -> None:
     Colons are escaped so that SQLAlchemy does not take `:name` inside PL/pgSQL for a
     bind parameter; the text reaches PostgreSQL unchanged.
     """
-    op.execute(text(read_sql(relative).replace(":", r"\:")))
+    statement = read_sql(relative).strip().removesuffix(";")
+    op.execute(text(statement.replace(":", r"\:")))

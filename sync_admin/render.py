@@ -43,11 +43,32 @@ def to_json(value: Any) -> str:
 
 
 def flags_table(flags: Sequence[Flag]) -> Table:
-    return table(
-        None,
-        ("flag", "state", "updated at"),
-        ((f.name, on_off(f.enabled), timestamp(f.updated_at)) for f in flags),
-    )
+    rows = ((f.name, kill_switch(f.enabled), f.gates, timestamp(f.updated_at)) for f in flags)
+    return table(None, ("flag", "kill switch", "gates", "updated at"), rows)
+
+
+def kill_switch(enabled: bool) -> str:
+    return "on (gates apply)" if enabled else "OFF (off for every customer)"
+
+
+def flag_state_lines(flag: Flag, in_rollout: int) -> list[str]:
+    actors = ", ".join(map(str, flag.actors[:20])) + (" ..." if len(flag.actors) > 20 else "")
+    return [
+        f"{flag.name}: kill switch {kill_switch(flag.enabled)}",
+        f"  everyone:   {'yes' if flag.everyone else 'no'}",
+        f"  actors:     {len(flag.actors)}" + (f" ({actors})" if flag.actors else ""),
+        f"  percentage: {flag.percentage}%",
+        f"  in rollout: {in_rollout} customer{'s' if in_rollout != 1 else ''} right now",
+    ]
+
+
+def flag_status_lines(flag: Flag, in_rollout: int, last: FlagEvent | None) -> list[str]:
+    lines = flag_state_lines(flag, in_rollout)
+    if last is not None:
+        who = last.actor or last.database_user
+        why = f" ({last.reason})" if last.reason else ""
+        lines.append(f"  last change: {describe_change(last)} by {who}{why} at {timestamp(last.occurred_at)}")
+    return lines
 
 
 HISTORY_HEADERS = ("when", "operation", "change", "actor", "reason", "database user", "application")
@@ -56,9 +77,7 @@ HISTORY_HEADERS = ("when", "operation", "change", "actor", "reason", "database u
 def describe_change(event: FlagEvent) -> str:
     """`enabled: false -> true`, one part per column that changed."""
     before, after = event.before or {}, event.after or {}
-    keys = [
-        k for k in dict.fromkeys([*before, *after]) if k != "updated_at" and before.get(k) != after.get(k)
-    ]
+    keys = [k for k in dict.fromkeys([*before, *after]) if k != "updated_at" and before.get(k) != after.get(k)]
     if event.operation == "INSERT":
         return "created " + ", ".join(f"{k}={json.dumps(after.get(k))}" for k in keys)
     if event.operation == "DELETE":

@@ -101,9 +101,7 @@ def stop() -> bool:
     if info is None or not info.is_running():
         return False
     pgserver = _pgserver()
-    server = pgserver.PostgresServer(
-        directory, cleanup_mode=None, postgres_version=pgserver.pgdata_version(directory)
-    )
+    server = pgserver.PostgresServer(directory, cleanup_mode=None, postgres_version=pgserver.pgdata_version(directory))
     server._postmaster_info = info  # pgserver only stops servers it started itself; adopt this one
     server.stop()
     return True

@@ -9,11 +9,11 @@ FLAG = "account_data_persistence"
 
 def flag_on(conn: psycopg.Connection) -> None:
     """Turn the sync on for every customer (plain SQL, as a person at psql would)."""
-    conn.execute("UPDATE billing_sync.feature_flags SET enabled = true WHERE name = %s", (FLAG,))
+    conn.execute("UPDATE billing_sync.feature_flags SET enabled = true, everyone = true WHERE name = %s", (FLAG,))
 
 
 def flag_off(conn: psycopg.Connection) -> None:
-    """The kill switch."""
+    """The kill switch (the gates are kept)."""
     conn.execute("UPDATE billing_sync.feature_flags SET enabled = false WHERE name = %s", (FLAG,))
 
 
@@ -39,3 +39,25 @@ def insert_customer(conn: psycopg.Connection, account: str | None, email: str = 
     ).fetchone()
     assert row is not None
     return row[0]
+
+
+def run_cli(capsys, db_url: str | None, *args: str) -> tuple[int, str, str]:  # noqa: ANN001 - pytest's capsys
+    """Run sync-admin in-process through its real entry point: (exit code, stdout, stderr)."""
+    from sync_admin.cli import main
+
+    argv = (["--database-url", db_url] if db_url else []) + list(args)
+    capsys.readouterr()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def audit_events(conn: psycopg.Connection) -> list[tuple]:
+    """Every audit row, oldest first: (table_name, operation, actor, reason, before, after)."""
+    return conn.execute(
+        "SELECT table_name, operation, actor, reason, before, after FROM billing_sync.feature_flag_events ORDER BY id"
+    ).fetchall()
