@@ -273,19 +273,20 @@ def flag_history(settings: Settings, name: str, fmt: str, limit: int | None) -> 
 
 
 @cli.command("demo")
-def demo_command() -> None:
+@pass_settings
+def demo_command(settings: Settings) -> None:
     """The whole story on a fresh database of the embedded server, in one screen."""
     from sync_admin import demo
 
-    demo.run(out)
+    demo.run(out, url_given=settings.url_option is not None)
 
 
 # --- plumbing -----------------------------------------------------------------------------------
 
 
 def _migrated(settings: Settings) -> psycopg.Connection:
-    """A connection (one transaction) to a migrated database; exit 3 otherwise."""
-    conn = db.connect(settings.url())
+    """An autocommit connection to a migrated database (changes open their own transaction); exit 3 otherwise."""
+    conn = db.connect(settings.url(), autocommit=True)
     try:
         db.require_migrated(conn)
     except BaseException:
@@ -317,6 +318,14 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         err.print(f"database error: {db.mask(db.first_line(exc))}", markup=False)
+        sys.exit(1)
+    except Exception as exc:  # a bug of ours: still one line, the traceback is one flag away
+        if debug:
+            raise
+        err.print(
+            f"internal error: {type(exc).__name__}: {db.mask(db.first_line(exc))} (run with --debug for the traceback)",
+            markup=False,
+        )
         sys.exit(1)
 
 

@@ -28,9 +28,9 @@ EARLY_CUSTOMERS = (("ann@example.com", "A-100"), ("bob@example.com", "Z-200"))
 SCREEN_WIDTH = 100
 
 
-def run(console: Console) -> None:
+def run(console: Console, *, url_given: bool = False) -> None:
     """Migrate a fresh demo database, then show what the triggers do with the flag off, on, off."""
-    _note_ignored_url(console)
+    _note_ignored_url(console, url_given)
     url = _fresh_database()
     console.print(f"[bold]billing-sync demo[/] on {escape(db.mask(url))}")
     _migrate(console, url)
@@ -46,10 +46,12 @@ def run(console: Console) -> None:
 # --- the steps ------------------------------------------------------------------------------------
 
 
-def _note_ignored_url(console: Console) -> None:
+def _note_ignored_url(console: Console, url_given: bool) -> None:
     # Someone used to pointing sync-admin at a real database must not think the demo wrote there.
-    if os.environ.get(db.DATABASE_URL_ENV):
-        console.print(f"[dim]DATABASE_URL is ignored: the demo only uses {DEMO_DATABASE} on the embedded server[/]")
+    if url_given or os.environ.get(db.DATABASE_URL_ENV):
+        console.print(
+            f"[dim]--database-url/DATABASE_URL is ignored: the demo only uses {DEMO_DATABASE} on the embedded server[/]"
+        )
 
 
 def _fresh_database() -> str:
@@ -82,7 +84,8 @@ def _flag_off(console: Console, conn: psycopg.Connection) -> None:
 
 def _turn_on(console: Console, conn: psycopg.Connection) -> None:
     change = _switch_sync(conn, True, "demo: start syncing")
-    console.print(f"[bold]3. Turn {FLAG} on[/] (was {render.on_off(change.before.enabled)}), by {ACTOR}")
+    was = f"{render.on_off(change.before.enabled)}, {change.before.gates}"
+    console.print(f"[bold]3. Turn {FLAG} on for everyone[/] (was {was}), by {ACTOR}")
 
 
 def _flag_on(console: Console, conn: psycopg.Connection) -> None:
@@ -101,7 +104,10 @@ def _flag_on(console: Console, conn: psycopg.Connection) -> None:
 
 def _kill_switch(console: Console, conn: psycopg.Connection) -> None:
     change = _switch_sync(conn, False, "demo: kill switch")
-    console.print(f"[bold]5. Kill switch: turn {FLAG} off[/] (was {render.on_off(change.before.enabled)})")
+    was = render.on_off(change.before.enabled)
+    console.print(
+        f"[bold]5. Kill switch: {FLAG} off for every customer[/] (was {was}; gates kept: {change.after.gates})"
+    )
     before = _counts(conn)
     _show(console, conn, _set_account(conn, "carol@example.com", "Y-300"), "saved; sync stopped")
     stored = conn.execute(
@@ -135,16 +141,15 @@ def _where_to_look(console: Console, url: str) -> None:
 # --- the flag -------------------------------------------------------------------------------------
 
 
-def _switch_sync(conn: psycopg.Connection, enabled: bool, reason: str) -> flags.FlagChange:
-    """The demo's only flag switch, on for everyone or off for everyone (the kill switch).
+def _switch_sync(conn: psycopg.Connection, on: bool, reason: str) -> flags.FlagChange:
+    """The demo's only flag switch: on for everyone (the everyone gate), or the kill switch.
 
-    When rollout gates arrive, "on" becomes "on for everyone" (flags.enable_for_everyone or
-    similar) and "off" the kill switch of the new API: only this function changes.
+    The story is about what the triggers do, so every customer is in the rollout; the actor
+    and percentage gates are `sync-admin flag enable --actor/--percentage`.
     """
-    # set_enabled hands actor and reason to the audit trigger in transaction-local settings:
-    # on an autocommit connection only an explicit transaction carries them to the UPDATE.
-    with conn.transaction():
-        return flags.set_enabled(conn, FLAG, enabled, actor=ACTOR, reason=reason)
+    if on:
+        return flags.enable(conn, FLAG, actor=ACTOR, reason=reason)
+    return flags.disable(conn, FLAG, actor=ACTOR, reason=reason)  # no gate named: the kill switch
 
 
 # --- customer writes, as the application would do them -------------------------------------------

@@ -7,8 +7,9 @@ that trigger in transaction-local settings (safe under PgBouncer transaction poo
 
 from __future__ import annotations
 
+import functools
 import getpass
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -83,6 +84,21 @@ class FlagEvent:
         return {**self.__dict__, "occurred_at": self.occurred_at.isoformat()}
 
 
+def _in_transaction(change: Callable[..., FlagChange]) -> Callable[..., FlagChange]:
+    """Run a flag change in one transaction of its own (a savepoint inside the caller's).
+
+    The row lock and the transaction-local who/why settings only live inside a
+    transaction; on an autocommit connection they would vanish after each statement.
+    """
+
+    @functools.wraps(change)
+    def wrapper(conn: psycopg.Connection, *args: Any, **kwargs: Any) -> FlagChange:
+        with conn.transaction():
+            return change(conn, *args, **kwargs)
+
+    return wrapper
+
+
 def default_actor() -> str:
     """The acting person when none is given: the OS user running the command."""
     try:
@@ -129,6 +145,7 @@ def get_flag(conn: psycopg.Connection, name: str, *, lock: bool = False) -> Flag
     return _flag(row)
 
 
+@_in_transaction
 def enable(
     conn: psycopg.Connection,
     name: str,
@@ -160,6 +177,7 @@ def enable(
     return FlagChange(before, get_flag(conn, name))
 
 
+@_in_transaction
 def disable(
     conn: psycopg.Connection,
     name: str,
@@ -197,6 +215,7 @@ def disable(
     return FlagChange(before, get_flag(conn, name))
 
 
+@_in_transaction
 def resume(conn: psycopg.Connection, name: str, *, actor: str | None = None, reason: str | None = None) -> FlagChange:
     """Switch the kill switch back on: the rollout resumes exactly as its gates say."""
     before = get_flag(conn, name, lock=True)

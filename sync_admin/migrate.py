@@ -70,6 +70,8 @@ def _run(action, config: Config, revision: str, **kwargs: object) -> None:  # no
         raise BadInput(f"alembic: {mask(first_line(exc))}") from None
     except OperationalError as exc:
         raise _unavailable(config.attributes.get("database_url"), exc) from None
+    except FileNotFoundError as exc:  # a revision names an SQL file this checkout does not have
+        raise SyncAdminError(f"migration failed, a file is missing: {exc.filename}; reinstall sync-admin") from None
     except DBAPIError as exc:
         raise SyncAdminError(
             f"migration failed and its revision was rolled back: {mask(first_line(exc.orig))}"
