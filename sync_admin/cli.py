@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 
@@ -9,8 +10,8 @@ import click
 import psycopg
 from rich.console import Console
 
-from sync_admin import db, flags, migrate, render, server
-from sync_admin.errors import BadInput, SyncAdminError
+from sync_admin import backfill, db, flags, migrate, progress, render, reports, rollout, server, verify
+from sync_admin.errors import BadInput, CheckFailed, SyncAdminError
 
 # Piped output is read by people too (CI logs, pasted reports): give tables room instead of rich's 80.
 PIPE_WIDTH = 200
@@ -281,6 +282,212 @@ def demo_command(settings: Settings) -> None:
     demo.run(out, url_given=settings.url_option is not None)
 
 
+# --- backfill, verify, rollout check -----------------------------------------------------------
+
+
+def _emit(fmt: str, data: object, lines: list[str]) -> None:
+    """The result as JSON, or as its text lines."""
+    if fmt == "json":
+        click.echo(render.to_json(data))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@cli.command("backfill")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, backfill.MAX_BATCH_SIZE),
+    default=backfill.DEFAULT_BATCH_SIZE,
+    show_default=True,
+    metavar="N",
+    help="Customers per batch; each batch is one short transaction.",
+)
+@click.option(
+    "--sleep",
+    type=click.FloatRange(min=0),
+    default=backfill.DEFAULT_SLEEP_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="Pause between batches.",
+)
+@click.option(
+    "--max-batch-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=backfill.DEFAULT_MAX_BATCH_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help=f"A batch running longer halves the next; {backfill.STATEMENT_TIMEOUT_FACTOR}x this is its statement_timeout.",
+)
+@click.option("--dry-run", is_flag=True, help="Report what a backfill would change; change nothing.")
+@click.option("--restart", is_flag=True, help="Abandon an unfinished run and start over from the first customer.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--by", "actor", metavar="PERSON", help="Who runs it (default: the OS user); stored with the run.")
+@pass_settings
+def backfill_command(
+    settings: Settings,
+    batch_size: int,
+    sleep: float,
+    max_batch_seconds: float,
+    dry_run: bool,
+    restart: bool,
+    fmt: str,
+    actor: str | None,
+) -> None:
+    """Bring every customer in the rollout to the sync's derived state; an unfinished run is resumed."""
+    if dry_run and restart:
+        raise BadInput("--dry-run changes nothing, so it cannot --restart; drop one of the two")
+    with _migrated(settings) as conn:
+        if dry_run:
+            preview = backfill.preview(conn)
+            _emit(fmt, preview.as_json(), reports.preview_lines(preview))
+            return
+        options = backfill.Options(batch_size, sleep, max_batch_seconds, restart, actor)
+        # With --format json stdout carries the summary only, so progress goes to stderr.
+        with progress.reporter(err if fmt == "json" else out) as on_progress:
+            result = backfill.run(conn, options, on_progress)
+    _emit(fmt, result.as_json(), reports.backfill_lines(result))
+
+
+@cli.command("verify")
+@click.option(
+    "--examples",
+    type=click.IntRange(0, verify.MAX_EXAMPLES),
+    default=verify.DEFAULT_EXAMPLES,
+    show_default=True,
+    metavar="N",
+    help="Example customer ids per drift class.",
+)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="markdown: the QA report.")
+@pass_settings
+def verify_command(settings: Settings, examples: int, fmt: str) -> None:
+    """Compare the billing tables with the derived state of the customers in the rollout; exit 1 on drift."""
+    with _migrated(settings) as conn:
+        report = verify.check(conn, examples)
+    if fmt == "markdown":
+        click.echo(reports.verify_markdown(report))
+    else:
+        _emit(fmt, report.as_json(), reports.verify_lines(report))
+    if not report.clean:
+        classes = sum(1 for item in report.drift if item.rows)
+        raise CheckFailed(f"drift found in {classes} of {len(report.drift)} classes; run `sync-admin backfill`")
+
+
+@cli.group("rollout")
+def rollout_group() -> None:
+    """The rollout plan's release gates."""
+
+
+@rollout_group.command("check")
+@click.option(
+    "--min-hours",
+    type=click.FloatRange(min=0),
+    default=rollout.DEFAULT_MIN_HOURS,
+    show_default=True,
+    help="How long the flag must have been on for everyone.",
+)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="markdown: for the issue.")
+@pass_settings
+def rollout_check(settings: Settings, min_hours: float, fmt: str) -> None:
+    """Is account_data_persistence ready to release? Each gate pass/fail with its evidence; exit 0 only if all pass."""
+    with _migrated(settings) as conn:
+        checklist = rollout.check(conn, min_hours)
+    if fmt == "markdown":
+        click.echo(reports.checklist_markdown(checklist))
+    else:
+        _emit(fmt, checklist.as_json(), reports.checklist_lines(checklist))
+    if not checklist.passed:
+        raise CheckFailed(f"not ready to release the flag: {checklist.failed} of {len(checklist.lines)} checks failed")
+
+
+# --- monitoring: recorded skips, watch, doctor (issue 5) ----------------------------------------
+# Imported in the commands: sentry_sdk and the doctor's alembic scripts load only when used.
+
+TEXT_OR_JSON = click.Choice(["text", "json"])
+
+
+@cli.command("errors")
+@click.option("--since", default="24h", show_default=True, metavar="DURATION", help="How far back: 30d, 12h, 90m.")
+@click.option(
+    "--examples", type=click.IntRange(0, 100), default=3, show_default=True, metavar="N", help="Latest per reason."
+)
+@click.option("--format", "fmt", type=TEXT_OR_JSON, default="text", show_default=True)
+@pass_settings
+def errors_command(settings: Settings, since: str, examples: int, fmt: str) -> None:
+    """Customer writes the sync skipped: counts per reason code and the latest examples."""
+    from sync_admin import durations, events, events_render
+
+    window = durations.parse(since, "--since")
+    with _migrated(settings) as conn:
+        events.require_installed(conn)
+        summary = events.summary(conn, window, examples)
+    if fmt == "json":
+        click.echo(render.to_json(summary.as_json()))
+    else:
+        for line in events_render.summary_lines(summary, durations.describe(window)):
+            click.echo(line)
+
+
+@cli.group("events")
+def events_group() -> None:
+    """The skipped customer writes recorded in billing_sync.sync_events."""
+
+
+@events_group.command("prune")
+@click.option("--older-than", required=True, metavar="DURATION", help="Delete events older than this: 30d, 12h, 90m.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@pass_settings
+def events_prune(settings: Settings, older_than: str, dry_run: bool) -> None:
+    """Retention: delete the events recorded longer ago than --older-than, in short batches."""
+    from sync_admin import durations, events, events_render
+
+    age = durations.parse(older_than, "--older-than")
+    with _migrated(settings) as conn:
+        events.require_installed(conn)
+        result = events.prune(conn, age, dry_run=dry_run)
+    click.echo(events_render.prune_line(result, age))
+
+
+@cli.command("watch")
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30,
+    show_default=True,
+    metavar="SECONDS",
+    help="A line with counts this often.",
+)
+@pass_settings
+def watch_command(settings: Settings, heartbeat: float) -> None:
+    """Print each skipped customer write as it happens (LISTEN billing_sync_skips); SENTRY_DSN: report it there."""
+    from sync_admin import sentry, watch
+
+    reporter = sentry.from_environment()
+    watch.watch(settings.url(), watch.Options(heartbeat=heartbeat), click.echo, _warn, reporter)
+
+
+def _warn(line: str) -> None:
+    click.echo(line, err=True)
+
+
+@cli.command("doctor")
+@click.option("--format", "fmt", type=TEXT_OR_JSON, default="text", show_default=True)
+@pass_settings
+def doctor_command(settings: Settings, fmt: str) -> None:
+    """Check the installed objects against the code; exit 1 with the fixing command on any failure."""
+    from sync_admin import doctor
+
+    with _migrated(settings) as conn:
+        report = doctor.run(conn)
+    if fmt == "json":
+        click.echo(render.to_json(report.as_json()))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if report.failed:
+        raise CheckFailed(f"doctor: {len(report.failed)} of {len(report.checks)} checks failed")
+
+
 # --- plumbing -----------------------------------------------------------------------------------
 
 
@@ -295,9 +502,31 @@ def _migrated(settings: Settings) -> psycopg.Connection:
     return conn
 
 
+class _StderrLog(logging.Handler):
+    """Warnings of the library (a migration waiting for a lock) as lines on stderr, passwords masked.
+
+    It writes to the sys.stderr of the moment, not the one at start-up (tests capture stderr per test).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(f"sync-admin: {db.mask(self.format(record))}", markup=False, highlight=False)
+        except Exception:  # logging must never be what fails a command
+            self.handleError(record)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("sync_admin")
+    if not any(isinstance(handler, _StderrLog) for handler in logger.handlers):
+        logger.addHandler(_StderrLog(logging.WARNING))
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line on stderr and a meaningful exit code for every failure."""
     args = sys.argv[1:] if argv is None else argv
+    _log_to_stderr()
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="sync-admin", standalone_mode=False)

@@ -6,10 +6,12 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 from psycopg import conninfo
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
 
 from sync_admin.errors import BadInput, DatabaseUnavailable
 
@@ -18,14 +20,49 @@ APPLICATION_NAME = "sync-admin"
 CONNECT_TIMEOUT_SECONDS = 10
 
 _URL_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://")
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>[^@\s]*)(?=@)", re.I)
+# user:password@ in a URL; the password runs to the last @ of the word (an unencoded @ in a password).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>\S*)(?=@)", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
+# The same, over a whole URL as given, spaces included (libpq's messages about a malformed URL quote parts of it).
+_GIVEN_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/?#@]*:(?P<secret>.*)@", re.I | re.S)
+
+# Passwords of the URLs sync-admin was given, hidden wherever they show up, whatever quotes them.
+# Shorter ones are left to the patterns above: masking every "ab" of every message helps no one.
+_known_passwords: set[str] = set()
+_MIN_KNOWN_PASSWORD = 4
 
 
-def mask(text: str) -> str:
-    """Hide every password in a URL or conninfo string (and in messages that quote one)."""
+def mask(text: str, *passwords: str) -> str:
+    """Hide every password in a URL or conninfo string, in messages that quote one, and every known password."""
     text = _URL_PASSWORD.sub(lambda m: m["head"] + ("***" if m["secret"] else ""), text)
-    return _KEYWORD_PASSWORD.sub(lambda m: m["head"] + "***", text)
+    text = _KEYWORD_PASSWORD.sub(lambda m: m["head"] + "***", text)
+    known = {password for password in _known_passwords if len(password) >= _MIN_KNOWN_PASSWORD}
+    for password in sorted(known.union(passwords) - {""}, key=len, reverse=True):
+        text = text.replace(password, "***")
+    return text
+
+
+def _raw_password(url: str) -> str:
+    """The password of a URL as typed (up to its last @), before libpq has parsed it (it may not parse)."""
+    match = _GIVEN_PASSWORD.match(url)
+    return match["secret"] if match else ""
+
+
+def _passwords_in(url: str) -> set[str]:
+    """The password of a URL as typed, and decoded."""
+    raw = _raw_password(url)
+    return {raw, unquote(raw)} - {""}
+
+
+def remember_password(url: str) -> None:
+    """From now on, mask() hides this URL's password wherever it appears."""
+    _known_passwords.update(_passwords_in(url))
+    try:
+        password = conninfo.conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        return
+    if password:
+        _known_passwords.update({str(password), quote(str(password), safe="")})
 
 
 def resolve_url(option: str | None) -> str | None:
@@ -39,21 +76,53 @@ def resolve_url(option: str | None) -> str | None:
 def libpq_url(url: str) -> str:
     """The URL in the form libpq takes (no SQLAlchemy driver suffix); BadInput when malformed."""
     stripped = url.strip()
+    remember_password(stripped)
     if not stripped.lower().startswith(_URL_SCHEMES):
         raise BadInput(
             f"not a PostgreSQL URL: {mask(stripped)!r}; expected a URL like postgresql://user@host:5432/dbname"
         )
     plain = re.sub(r"^postgresql\+psycopg2?://", "postgresql://", stripped, flags=re.I)
+    # Short passwords too: libpq's message about a malformed URL may quote the password alone.
+    given = _passwords_in(plain)
     try:
-        conninfo.conninfo_to_dict(plain)
+        params = conninfo.conninfo_to_dict(plain)
     except psycopg.ProgrammingError as exc:
-        raise BadInput(f"malformed database URL {mask(plain)!r}: {mask(first_line(exc))}") from None
+        raise BadInput(f"malformed database URL {mask(plain, *given)!r}: {mask(first_line(exc), *given)}") from None
+    problem = _invalid_option(params)
+    if "@" in _raw_password(plain):  # libpq would take what follows the first @ for the host
+        problem = "it has more than one @; write an @ of the user name or password as %40"
+    if problem:
+        raise BadInput(f"malformed database URL {mask(plain, *given)!r}: {mask(problem, *given)}")
     return plain
 
 
-def sqlalchemy_url(url: str) -> str:
-    """The same URL for SQLAlchemy's psycopg 3 dialect."""
-    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", libpq_url(url), flags=re.I)
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+def _invalid_option(params: dict[str, object]) -> str | None:
+    """What libpq would only reject at connect time (and we would misreport as "unreachable")."""
+    for port in str(params.get("port", "")).split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return f"port {port!r} is not a number from 1 to 65535"
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in _SSLMODES:
+        return f"sslmode {sslmode!r} is not one of {', '.join(sorted(_SSLMODES))}"
+    return None
+
+
+def sqlalchemy_engine(url: str, *, application_name: str = APPLICATION_NAME) -> Engine:
+    """A SQLAlchemy engine whose connections psycopg opens from the libpq URL itself.
+
+    SQLAlchemy's own URL parser knows fewer forms than libpq (several hosts, socket
+    directories, percent-encoded options); handing psycopg the URL accepts every form the
+    rest of sync-admin accepts.
+    """
+    checked = libpq_url(url)
+
+    def open_connection() -> psycopg.Connection:
+        return psycopg.connect(checked, application_name=application_name, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+
+    return create_engine("postgresql+psycopg://", creator=open_connection, poolclass=NullPool)
 
 
 def make_url(*, host: str, port: int | str, user: str, dbname: str, password: str | None = None) -> str:

@@ -10,11 +10,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sync_admin import resources
-from sync_admin.db import first_line, mask, sqlalchemy_url
+from sync_admin.db import first_line, mask, sqlalchemy_engine
 from sync_admin.errors import BadInput, DatabaseUnavailable, SyncAdminError
 
 
@@ -52,7 +51,7 @@ def offline_sql(revision_range: str = "base:head") -> str:
 
 def current(url: str) -> str | None:
     """The revision the database is at, None before the first upgrade."""
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = sqlalchemy_engine(url)
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
@@ -68,14 +67,34 @@ def _run(action, config: Config, revision: str, **kwargs: object) -> None:  # no
             action(config, revision, **kwargs)
     except CommandError as exc:
         raise BadInput(f"alembic: {mask(first_line(exc))}") from None
-    except OperationalError as exc:
-        raise _unavailable(config.attributes.get("database_url"), exc) from None
     except FileNotFoundError as exc:  # a revision names an SQL file this checkout does not have
         raise SyncAdminError(f"migration failed, a file is missing: {exc.filename}; reinstall sync-admin") from None
     except DBAPIError as exc:
+        if _connection_failed(exc):
+            raise _unavailable(config.attributes.get("database_url"), exc) from None
         raise SyncAdminError(
-            f"migration failed and its revision was rolled back: {mask(first_line(exc.orig))}"
+            f"migration failed and its revision was rolled back: {mask(first_line(exc.orig))}{_hint(exc.orig)}"
         ) from None
+
+
+# SQLSTATE classes of a database that cannot be used at all: connection exception, invalid
+# authorization, invalid catalog name (no such database), and the server shutting down or starting.
+_UNAVAILABLE_SQLSTATES = ("08", "28", "3D", "57P")
+
+
+def _connection_failed(exc: DBAPIError) -> bool:
+    """No connection at all, as opposed to a statement that failed (OperationalError covers both:
+    a lock timeout or a failed check of a revision is an OperationalError too)."""
+    if not isinstance(exc, OperationalError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+def _hint(error: BaseException) -> str:
+    """PostgreSQL's HINT says what to do next (a customers table that cannot be adopted says how to fix it)."""
+    hint = getattr(getattr(error, "diag", None), "message_hint", None)
+    return f" ({mask(hint)})" if hint else ""
 
 
 def _unavailable(url: str | None, exc: OperationalError) -> DatabaseUnavailable:

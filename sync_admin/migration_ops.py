@@ -1,16 +1,223 @@
-"""What the alembic revisions call to install the versioned SQL files under sql/."""
+"""What the alembic revisions call: run the versioned SQL files under sql/, and lock busy tables safely.
+
+A migration runs on deploy against a production database whose `customers` table is busy. A
+statement that needs a strong lock on it (CREATE/DROP TRIGGER, a foreign key, ALTER TABLE) waits in
+the lock queue behind any long transaction, and every writer that arrives after it waits behind it:
+one slow report turns a millisecond of DDL into an outage. So (shared field notes 2, GitLab's
+with_lock_retries):
+
+* every statement of a migration runs with `lock_timeout = MIGRATION_LOCK_TIMEOUT` (env.py sets it):
+  whatever was overlooked fails the revision instead of queueing for ever;
+* the statements that lock a busy table run inside `lock_retries(table, mode=...)`: the lock is
+  taken first by `LOCK TABLE` with a short lock_timeout, retried with growing timeouts and sleeps
+  between (LOCK_RETRY_TIMINGS), so writers wait at most one short lock_timeout at a time; the
+  statements then find the lock held and never wait. Put these steps last in a revision: the lock is
+  held until the revision commits.
+
+Online the retry loop is Python (a savepoint per attempt); in offline --sql mode the same loop is a
+DO block, so the SQL a DBA runs with psql retries the same way. A DO block with an EXCEPTION clause
+is fine here: it runs once per attempt of a migration, not once per row of a customer write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from alembic import op
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
+from sync_admin.errors import SyncAdminError
 from sync_admin.resources import read_sql
+
+log = logging.getLogger(__name__)
+
+# The lock_timeout of every statement of a migration that is not in a lock_retries block.
+MIGRATION_LOCK_TIMEOUT = "5s"
+
+# (lock_timeout in ms, sleep in s after a failed attempt): 40 attempts, about 2 minutes in all,
+# starting short so that writers queue behind an attempt for 100 ms at most while the table is
+# busy, growing so that a table that is never idle for 100 ms still gets its lock eventually.
+LOCK_RETRY_TIMINGS: tuple[tuple[int, float], ...] = (
+    *((100, 0.1),) * 10,
+    *((200, 0.5),) * 10,
+    *((500, 1.0),) * 10,
+    *((1000, 3.0),) * 5,
+    *((3000, 10.0),) * 5,
+)
+
+# The modes LOCK TABLE takes; the one to ask for is the strongest the statements need (field notes 2):
+# CREATE TRIGGER and ADD FOREIGN KEY take SHARE ROW EXCLUSIVE, DROP TRIGGER and most ALTER TABLE
+# forms ACCESS EXCLUSIVE.
+LOCK_MODES = frozenset(
+    {
+        "ACCESS SHARE",
+        "ROW SHARE",
+        "ROW EXCLUSIVE",
+        "SHARE UPDATE EXCLUSIVE",
+        "SHARE",
+        "SHARE ROW EXCLUSIVE",
+        "EXCLUSIVE",
+        "ACCESS EXCLUSIVE",
+    }
+)
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+class LockRetriesExhausted(SyncAdminError):
+    """Every attempt to lock a busy table timed out: the revision is rolled back, nothing changed."""
 
 
 def run_sql_file(relative: str) -> None:
-    """Execute one frozen SQL file (online, or printed in offline --sql mode).
+    """Execute one frozen SQL file (online, or printed in offline --sql mode)."""
+    execute(read_sql(relative))
+
+
+def execute(statement: str) -> None:
+    """Execute SQL text as it is, online or printed offline.
 
     Colons are escaped so that SQLAlchemy does not take `:name` inside PL/pgSQL for a
     bind parameter; the text reaches PostgreSQL unchanged.
     """
-    statement = read_sql(relative).strip().removesuffix(";")
-    op.execute(text(statement.replace(":", r"\:")))
+    op.execute(text(statement.strip().removesuffix(";").replace(":", r"\:")))
+
+
+@contextmanager
+def lock_retries(*tables: str, mode: str) -> Iterator[None]:
+    """Take `mode` on `tables` with short, retried lock timeouts; the block's statements run with it held.
+
+    The lock lasts until the revision commits, so put this block at the end of the revision.
+    """
+    if mode not in LOCK_MODES:
+        raise ValueError(f"not a table lock mode: {mode!r}")
+    statement = f"LOCK TABLE {', '.join(tables)} IN {mode} MODE"
+    if op.get_context().as_sql:
+        execute(offline_lock_block(statement))
+    else:
+        acquire_with_retries(op.get_bind(), statement)
+    yield
+
+
+def acquire_with_retries(connection: Connection, statement: str) -> int:
+    """Run a LOCK TABLE statement until it gets its lock; the number of attempts it took.
+
+    Each attempt runs in a savepoint with SET LOCAL lock_timeout, so a timed-out attempt leaves the
+    revision's transaction usable and drops out of the lock queue at once.
+    """
+    previous = connection.exec_driver_sql("SHOW lock_timeout").scalar_one()
+    for attempt, (timeout_ms, sleep_s) in enumerate(LOCK_RETRY_TIMINGS, start=1):
+        if _try_lock(connection, statement, timeout_ms):
+            # SET LOCAL in a released savepoint lasts until commit: give the rest of the revision
+            # the migration's lock_timeout back.
+            connection.execute(text("SELECT set_config('lock_timeout', :value, true)"), {"value": previous})
+            return attempt
+        log.warning(
+            "%s: not granted within %d ms (attempt %d of %d), a transaction holds a conflicting lock; retrying in %g s",
+            statement,
+            timeout_ms,
+            attempt,
+            len(LOCK_RETRY_TIMINGS),
+            sleep_s,
+        )
+        if attempt < len(LOCK_RETRY_TIMINGS):
+            time.sleep(sleep_s)
+    raise LockRetriesExhausted(exhausted_message(statement))
+
+
+def _try_lock(connection: Connection, statement: str, timeout_ms: int) -> bool:
+    try:
+        with connection.begin_nested():
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{timeout_ms}ms'")
+            connection.exec_driver_sql(statement)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            return False
+        raise
+    return True
+
+
+def exhausted_message(statement: str) -> str:
+    seconds = sum(timeout / 1000 + sleep for timeout, sleep in LOCK_RETRY_TIMINGS)
+    return (
+        f"{statement}: not granted in {len(LOCK_RETRY_TIMINGS)} attempts over {seconds:.0f} s; the revision was "
+        "rolled back and nothing changed. Find the long transaction in pg_stat_activity (pg_blocking_pids), "
+        "then run the upgrade again"
+    )
+
+
+def offline_lock_block(statement: str) -> str:
+    """The retry loop of acquire_with_retries as a DO block, for the SQL a DBA runs with psql."""
+    timeouts = ", ".join(str(timeout) for timeout, _ in LOCK_RETRY_TIMINGS)
+    sleeps = ", ".join(f"{sleep:g}" for _, sleep in LOCK_RETRY_TIMINGS)
+    return f"""
+-- Lock retries (GitLab's with_lock_retries): {statement}
+-- with a short lock_timeout, retried with backoff, so that writers never queue behind it for long.
+-- The statements after it find the lock held; it is held until this revision's COMMIT.
+DO $lock_retries$
+DECLARE
+    timeouts integer[] := ARRAY[{timeouts}];
+    sleeps double precision[] := ARRAY[{sleeps}];
+    previous text := pg_catalog.current_setting('lock_timeout');
+    attempts integer := pg_catalog.array_length(timeouts, 1);
+BEGIN
+    FOR attempt IN 1 .. attempts LOOP
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', timeouts[attempt] || 'ms', true);
+            {statement};
+            PERFORM pg_catalog.set_config('lock_timeout', previous, true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE NOTICE '%: not granted within % ms (attempt % of %); retrying in % s',
+                '{statement}', timeouts[attempt], attempt, attempts, sleeps[attempt];
+        END;
+        IF attempt < attempts THEN
+            PERFORM pg_catalog.pg_sleep(sleeps[attempt]);
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION '{_sql_string(exhausted_message(statement))}' USING ERRCODE = 'lock_not_available';
+END
+$lock_retries$;
+"""
+
+
+def _sql_string(value: str) -> str:
+    """The inside of a SQL string literal (for a RAISE format: % doubled too)."""
+    return value.replace("'", "''").replace("%", "%%")
+
+
+def create_index_concurrently(relative: str, index: str) -> None:
+    """Build the index of an SQL file (`CREATE INDEX CONCURRENTLY ...`) outside any transaction.
+
+    For indexes on existing big tables: a plain CREATE INDEX blocks every writer for the whole
+    build. CONCURRENTLY cannot run in a transaction, so this commits the revision so far (alembic's
+    autocommit_block): keep it the revision's only step, or its last. A build that failed leaves an
+    INVALID index behind; online it is dropped and rebuilt, offline the script says how.
+    The build runs without lock_timeout: its waits (for older transactions to finish) block no
+    writer, and a timeout would only leave an invalid index.
+    """
+    statement = read_sql(relative)
+    if "CONCURRENTLY" not in statement.upper():
+        raise ValueError(f"{relative}: an index on an existing table is built with CREATE INDEX CONCURRENTLY")
+    context = op.get_context()
+    with context.autocommit_block():
+        if context.as_sql:
+            context.impl.static_output(f"-- if a previous build of {index} failed: DROP INDEX CONCURRENTLY {index};")
+        else:
+            _drop_invalid_index(op.get_bind(), index)
+        execute("SET lock_timeout = 0")
+        execute(statement)
+        execute(f"SET lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'")
+
+
+def _drop_invalid_index(connection: Connection, index: str) -> None:
+    invalid = connection.execute(
+        text("SELECT NOT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = to_regclass(:index)"),
+        {"index": index},
+    ).scalar_one_or_none()
+    if invalid:
+        log.warning("%s: left INVALID by a failed build; dropping it to build it again", index)
+        connection.exec_driver_sql(f"DROP INDEX CONCURRENTLY {index}")

@@ -23,7 +23,9 @@ from pytest_postgresql import factories
 from sync_admin import db, migrate
 
 TEST_DATABASE_URL_ENV = "TEST_DATABASE_URL"
-TEMPLATE_DBNAME = "billing_sync_test"
+# Per session: on a shared server (TEST_DATABASE_URL) two runs, or a run killed before cleaning up,
+# must not collide on the template's name.
+TEMPLATE_DBNAME = f"billing_sync_test_{os.getpid()}"
 
 
 def _server_from_url(url: str) -> SimpleNamespace:
@@ -58,16 +60,12 @@ def pg_server() -> Iterator[SimpleNamespace]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def build_template(
-    host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object
-) -> None:
+def build_template(host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object) -> None:
     """pytest-postgresql loader: the template is built by the real migrations, nothing else."""
     migrate.upgrade(db.make_url(host=host, port=port, user=user, dbname=dbname, password=password), "head")
 
 
-postgresql_noproc = factories.postgresql_noproc(
-    dbname=TEMPLATE_DBNAME, depends_on="pg_server", load=[build_template]
-)
+postgresql_noproc = factories.postgresql_noproc(dbname=TEMPLATE_DBNAME, depends_on="pg_server", load=[build_template])
 postgresql = factories.postgresql("postgresql_noproc")
 
 
@@ -75,9 +73,7 @@ postgresql = factories.postgresql("postgresql_noproc")
 def db_url(postgresql: psycopg.Connection) -> str:
     """Libpq URL of this test's own database (a clone of the migrated template)."""
     info = postgresql.info
-    return db.make_url(
-        host=info.host, port=info.port, user=info.user, dbname=info.dbname, password=info.password
-    )
+    return db.make_url(host=info.host, port=info.port, user=info.user, dbname=info.dbname, password=info.password)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def insert_customer(conn: psycopg.Connection, account: str | None, email: str = 
     return row[0]
 
 
-def run_cli(capsys, db_url: str | None, *args: str) -> tuple[int, str, str]:  # noqa: ANN001 - pytest's capsys
+def run_cli(capsys, db_url: str | None, *args: str) -> tuple[int, str, str]:
     """Run sync-admin in-process through its real entry point: (exit code, stdout, stderr)."""
     from sync_admin.cli import main
 

@@ -226,7 +226,9 @@ def test_invalid_gate_input_exits_2_with_one_line_and_changes_nothing(conn, caps
 def test_every_gate_change_by_sql_is_audited(conn):
     insert_customer(conn, None)
     conn.execute("BEGIN")
-    conn.execute("SELECT set_config('billing_sync.actor', 'alice', true), set_config('billing_sync.reason', 'r1', true)")
+    conn.execute(
+        "SELECT set_config('billing_sync.actor', 'alice', true), set_config('billing_sync.reason', 'r1', true)"
+    )
     conn.execute("INSERT INTO billing_sync.feature_flag_actors (flag_name, customer_id) VALUES (%s, 1)", (FLAG,))
     conn.execute("UPDATE billing_sync.feature_flags SET percentage = 10 WHERE name = %s", (FLAG,))
     conn.execute("UPDATE billing_sync.feature_flags SET everyone = true WHERE name = %s", (FLAG,))

@@ -5,12 +5,13 @@
 -- control characters, other Unicode, longer values) is not an account and is skipped.
 -- A plain SQL function without SET or SECURITY DEFINER so that the planner inlines it;
 -- every name is qualified so that nothing on a caller's search_path can shadow it.
+-- Vertical tab is written \x0b: PostgreSQL before 18 reads E'\v' as the letter v.
 CREATE OR REPLACE FUNCTION billing_sync.normalize_zuora_account_id(raw text)
 RETURNS text
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
 RETURN CASE
-    WHEN pg_catalog.btrim(raw, E' \t\n\r\v\f') OPERATOR(pg_catalog.~) '^[A-Za-z0-9_.-]{1,64}$'
-    THEN pg_catalog.btrim(raw, E' \t\n\r\v\f')
+    WHEN pg_catalog.btrim(raw, E' \t\n\r\x0b\f') OPERATOR(pg_catalog.~) '^[A-Za-z0-9_.-]{1,64}$'
+    THEN pg_catalog.btrim(raw, E' \t\n\r\x0b\f')
 END;

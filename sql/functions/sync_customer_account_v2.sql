@@ -30,14 +30,7 @@ BEGIN
     IF account IS NOT NULL THEN
         SELECT a.id INTO account_id FROM public.billing_accounts a WHERE a.zuora_account_id = account;
         IF account_id IS NULL THEN
-            INSERT INTO public.billing_accounts (zuora_account_id) VALUES (account)
-            ON CONFLICT (zuora_account_id) DO NOTHING
-            RETURNING id INTO account_id;
-        END IF;
-        IF account_id IS NULL THEN
-            -- Another transaction created the account and committed while we waited
-            -- on its unique key: this new statement's snapshot sees it.
-            SELECT a.id INTO account_id FROM public.billing_accounts a WHERE a.zuora_account_id = account;
+            account_id := billing_sync.create_billing_account(account);
         END IF;
     END IF;
 
@@ -48,7 +41,12 @@ BEGIN
           AND m.billing_account_id IS DISTINCT FROM account_id;
     END IF;
 
-    IF account_id IS NOT NULL THEN
+    -- Look before inserting: ON CONFLICT DO NOTHING alone would still draw an id from
+    -- the membership sequence on every no-op update.
+    IF account_id IS NOT NULL AND (TG_OP = 'INSERT' OR NOT EXISTS (
+        SELECT 1 FROM public.billing_account_memberships m
+        WHERE m.customer_id = NEW.id AND m.billing_account_id = account_id
+    )) THEN
         INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
         VALUES (account_id, NEW.id)
         ON CONFLICT (customer_id, billing_account_id) DO NOTHING;

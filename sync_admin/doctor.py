@@ -1,0 +1,251 @@
+"""`sync-admin doctor`: the installed database objects against the code, one check per line.
+
+What the code expects is sync_admin/manifest.py; what is installed is read from the catalog
+(sync_admin/definitions.py). Every failing check carries the command that fixes it. Commands that
+change a table's triggers set a short lock_timeout, since trigger DDL blocks writes to the table
+while it waits for its lock (shared field notes 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+
+from sync_admin import definitions, manifest, migrate, resources
+from sync_admin.definitions import LiveFunction, LiveTrigger
+
+PSQL = 'psql "$DATABASE_URL" -v ON_ERROR_STOP=1'
+LOCK_TIMEOUT = "-c \"SET lock_timeout = '5s'\""
+ENABLED_STATES = {"O": "enabled", "D": "DISABLED", "R": "enabled on replicas only", "A": "enabled always"}
+RELKINDS = {"r": "table", "p": "table", "i": "index", "I": "index", "S": "sequence", "v": "view",
+            "m": "materialized view", "c": "type", "f": "foreign table"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Check:
+    subject: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: tuple[Check, ...]
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(check for check in self.checks if not check.ok)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": not self.failed, "checks": [check.as_json() for check in self.checks]}
+
+    def lines(self) -> list[str]:
+        """A line per check; a failing one is followed by its fix."""
+        lines = []
+        for check in self.checks:
+            lines.append(f"{'ok  ' if check.ok else 'FAIL'}  {check.subject}: {check.detail}")
+            if check.fix:
+                lines.append(f"      fix: {check.fix}")
+        verdict = f"{len(self.failed)} of {len(self.checks)} checks failed" if self.failed else "all checks passed"
+        return [*lines, verdict + (" (fix commands use $DATABASE_URL)" if self.failed else "")]
+
+
+def run(conn: psycopg.Connection) -> Report:
+    alembic = check_alembic(conn)
+    if not alembic.ok:
+        # The manifest describes the head revision: against another revision its advice would be wrong.
+        skipped = Check("objects", False, "not checked: they are checked at the head revision", alembic.fix)
+        return Report((alembic, skipped))
+    functions, triggers = definitions.read(conn)
+    checks = [alembic, *check_flags(conn)]
+    checks += [check_function(expected, functions.get(expected.signature)) for expected in manifest.FUNCTIONS]
+    checks += [check_trigger(expected, triggers.get((expected.table, expected.name))) for expected in manifest.TRIGGERS]
+    checks += check_relations(conn)
+    checks += check_unexpected(conn, functions, triggers)
+    return Report(tuple(checks))
+
+
+# --- alembic and flags --------------------------------------------------------------------------
+
+
+def check_alembic(conn: psycopg.Connection) -> Check:
+    head = migrate.head_revision()
+    row = conn.execute(
+        "SELECT CASE WHEN to_regclass('public.alembic_version') IS NOT NULL"
+        " THEN (SELECT string_agg(version_num, ',') FROM public.alembic_version) END"
+    ).fetchone()
+    current = row[0] if row else None
+    if current == head:
+        return Check("alembic", True, f"at head ({head})")
+    known = {script.revision for script in migrate_scripts()}
+    if current in known or current is None:
+        return Check("alembic", False, f"at {current or 'no revision'}, head is {head}", "sync-admin db upgrade")
+    return Check(
+        "alembic", False, f"at {current}, which this sync-admin does not know (head {head})", "upgrade sync-admin"
+    )
+
+
+def migrate_scripts() -> list[Any]:
+    from alembic.script import ScriptDirectory
+
+    return list(ScriptDirectory.from_config(migrate.alembic_config(None)).walk_revisions())
+
+
+def check_flags(conn: psycopg.Connection) -> list[Check]:
+    present = {row[0] for row in conn.execute("SELECT name FROM billing_sync.feature_flags")}
+    checks = []
+    for flag in manifest.FLAGS:
+        if flag in present:
+            checks.append(Check(f"flag {flag}", True, "row present"))
+            continue
+        insert = f"INSERT INTO billing_sync.feature_flags (name, enabled) VALUES ('{flag}', false)"
+        checks.append(
+            Check(
+                f"flag {flag}",
+                False,
+                "row missing: the sync is off for every customer (an unknown flag is off); the fix recreates it"
+                f" off, then `sync-admin flag history {flag}` shows the gates it had",
+                f'{PSQL} -c "{insert}"',
+            )
+        )
+    return checks
+
+
+# --- functions and triggers ---------------------------------------------------------------------
+
+
+def check_function(expected: manifest.Function, live: LiveFunction | None) -> Check:
+    subject = f"function {expected.signature}"
+    path = resources.sql_path(expected.file)
+    if live is None:
+        revoke = f"REVOKE ALL ON FUNCTION {expected.signature} FROM PUBLIC"
+        return Check(subject, False, "missing", f'{PSQL} -1 -f {path} -c "{revoke}" -c "{_stamp_function(expected)}"')
+    problems = _function_problems(expected, live)
+    if not problems:
+        return Check(subject, True, f"{_function_traits(expected)}; definition as installed")
+    fix = f"{PSQL} -1 -f {path}" + ("" if live.stamp else f' -c "{_stamp_function(expected)}"')
+    return Check(subject, False, "; ".join(problems), fix)
+
+
+def _function_problems(expected: manifest.Function, live: LiveFunction) -> list[str]:
+    problems = []
+    if live.security_definer != expected.security_definer:
+        problems.append("SECURITY DEFINER" if live.security_definer else "not SECURITY DEFINER")
+    pinned = manifest.PINNED_SEARCH_PATH in live.config
+    if expected.pinned and not pinned:
+        problems.append("search_path not pinned")
+    if expected.security_definer and not pinned:
+        problems.append("SECURITY DEFINER without a pinned search_path")
+    if live.stamp is None:
+        problems.append("no definition hash in its comment (recreated by hand?)")
+    elif live.drifted:
+        problems.append("definition differs from the one installed (replaced or altered by hand)")
+    return problems
+
+
+def _function_traits(expected: manifest.Function) -> str:
+    runs_as = "SECURITY DEFINER" if expected.security_definer else "runs as the caller"
+    path = "search_path pinned" if expected.pinned else "no SET search_path by design (schema-qualified names)"
+    return f"{runs_as}, {path}"
+
+
+def _stamp_function(expected: manifest.Function) -> str:
+    return f"SELECT billing_sync.stamp_definition_hash('pg_proc', '{expected.signature}'::regprocedure)"
+
+
+def check_trigger(expected: manifest.Trigger, live: LiveTrigger | None) -> Check:
+    subject = f"trigger {expected.name} on {expected.table}"
+    path = resources.sql_path(expected.file)
+    reinstall = f'-f {path} -c "{_stamp_trigger(expected)}"'
+    if live is None:
+        return Check(subject, False, "missing", f"{PSQL} -1 {LOCK_TIMEOUT} {reinstall}")
+    if live.drifted:
+        detail = "no definition hash in its comment (recreated by hand?)" if live.stamp is None else (
+            "definition differs from the one installed (recreated or altered by hand)"
+        )  # fmt: skip
+        drop = f'-c "DROP TRIGGER {expected.name} ON {expected.table}"'
+        return Check(subject, False, detail, f"{PSQL} -1 {LOCK_TIMEOUT} {drop} {reinstall}")
+    state = ENABLED_STATES.get(live.enabled, f"enabled state {live.enabled!r}")
+    if live.enabled != "O":
+        enable = f'-c "ALTER TABLE {expected.table} ENABLE TRIGGER {expected.name}"'
+        return Check(subject, False, f"{state}; definition as installed", f"{PSQL} {LOCK_TIMEOUT} {enable}")
+    return Check(subject, True, f"{state}; definition as installed")
+
+
+def _stamp_trigger(expected: manifest.Trigger) -> str:
+    return (
+        "SELECT billing_sync.stamp_definition_hash('pg_trigger', t.oid) FROM pg_trigger t"
+        f" WHERE t.tgrelid = '{expected.table}'::regclass AND t.tgname = '{expected.name}'"
+    )
+
+
+# --- everything else in billing_sync ------------------------------------------------------------
+
+
+def _relations(conn: psycopg.Connection) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname, c.relkind::text FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'billing_sync'"
+    )
+    return {name: RELKINDS.get(kind, f"relation of kind {kind!r}") for name, kind in rows}
+
+
+def check_relations(conn: psycopg.Connection) -> list[Check]:
+    live = _relations(conn)
+    missing = [relation for relation in manifest.RELATIONS if relation.name not in live]
+    if not missing:
+        return [Check("tables, indexes and sequences", True, f"all {len(manifest.RELATIONS)} present")]
+    return [_missing_relation(relation) for relation in missing]
+
+
+def _missing_relation(relation: manifest.Relation) -> Check:
+    path = resources.sql_path(relation.file)
+    if relation.kind == "table" or relation.file.startswith("indexes/"):
+        return Check(f"{relation.kind} {relation.name}", False, "missing", f"{PSQL} -1 -f {path}")
+    # A primary key or an identity sequence: part of its table's file, which cannot simply run again.
+    return Check(f"{relation.kind} {relation.name}", False, f"missing; recreate it as {path} defines it")
+
+
+def check_unexpected(
+    conn: psycopg.Connection, functions: dict[str, LiveFunction], triggers: dict[tuple[str, str], LiveTrigger]
+) -> list[Check]:
+    expected_relations = {relation.name for relation in manifest.RELATIONS}
+    expected_functions = {function.signature for function in manifest.FUNCTIONS}
+    expected_triggers = {(trigger.table, trigger.name) for trigger in manifest.TRIGGERS}
+    found = [(kind, name) for name, kind in _relations(conn).items() if name not in expected_relations]
+    found += [("function", signature) for signature in functions if signature not in expected_functions]
+    found += [("trigger", f"{name} ON {table}") for table, name in triggers if (table, name) not in expected_triggers]
+    found += [("type", name) for (name,) in conn.execute(_STANDALONE_TYPES)]
+    found += [("operator", name) for (name,) in conn.execute(_OPERATORS)]
+    if not found:
+        return [Check("billing_sync schema", True, "no unexpected objects")]
+    return [_unexpected(kind, name) for kind, name in sorted(found)]
+
+
+def _unexpected(kind: str, name: str) -> Check:
+    return Check(
+        f"{kind} {name}",
+        False,
+        "not installed by the migrations: made by hand (drop it if nothing needs it, as the fix does),"
+        " or by a newer sync-admin (then upgrade sync-admin instead)",
+        f'{PSQL} -c "DROP {kind.upper()} {name}"',
+    )
+
+
+# Types of their own (domains, enums, ranges): not a table's row type, not an array type.
+_STANDALONE_TYPES = """
+    SELECT pg_catalog.format('%I.%I', n.nspname, t.typname)
+    FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname = 'billing_sync' AND t.typrelid = 0
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e WHERE e.typarray = t.oid)
+"""
+_OPERATORS = """
+    SELECT o.oid::regoperator::text FROM pg_catalog.pg_operator o
+    WHERE o.oprnamespace = 'billing_sync'::regnamespace
+"""

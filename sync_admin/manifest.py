@@ -1,0 +1,138 @@
+"""Every database object the migrations install in billing_sync (and the sync's triggers on customers),
+as the head revision has them: what `sync-admin doctor` checks the database against.
+
+One place to extend. A revision that adds an object adds its entry here; one that replaces an object
+(a new *_vN.sql file) changes the entry's file and revision; one that drops an object removes it.
+A revision that installs or replaces a function or a trigger also stamps its definition hash
+(`SELECT billing_sync.stamp_definition_hash(...)`, see sql/functions/stamp_definition_hash_v1.sql),
+as revision 0004 does for everything before it; tests/test_doctor.py fails when an object of the
+database is missing here or an entry is missing from the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PINNED_SEARCH_PATH = "search_path=pg_catalog, pg_temp"
+FLAGS = ("account_data_persistence",)
+
+
+@dataclass(frozen=True)
+class Function:
+    signature: str  # as regprocedure prints it under search_path = pg_catalog
+    file: str  # the sql/ file that installs the version at head
+    revision: str
+    security_definer: bool
+    # True: SET search_path = pg_catalog, pg_temp. False, by design: every name in the body is
+    # schema-qualified instead, because a SET clause would cost a GUC save/restore on every call of a
+    # hot-path function, or stop the planner from inlining a SQL function.
+    pinned: bool = True
+
+
+@dataclass(frozen=True)
+class Trigger:
+    table: str
+    name: str
+    file: str
+    revision: str
+
+
+@dataclass(frozen=True)
+class Relation:
+    name: str
+    kind: str  # table, index, sequence
+    file: str  # the file that creates it (a table's file creates its primary key and identity sequence)
+    revision: str
+
+
+def definer(signature: str, file: str, revision: str) -> Function:
+    """SECURITY DEFINER with a pinned search_path: runs as the owner, for any caller."""
+    return Function(signature, file, revision, security_definer=True)
+
+
+def invoker(signature: str, file: str, revision: str) -> Function:
+    """Runs as the caller, search_path pinned."""
+    return Function(signature, file, revision, security_definer=False)
+
+
+def qualified(signature: str, file: str, revision: str) -> Function:
+    """Runs as the caller, no SET clause: every name in it is schema-qualified (hot path, or inlined)."""
+    return Function(signature, file, revision, security_definer=False, pinned=False)
+
+
+FUNCTIONS = (
+    qualified("billing_sync.normalize_zuora_account_id(text)", "functions/normalize_zuora_account_id_v1.sql", "0001"),
+    qualified("billing_sync.account_lock_key(text)", "functions/account_lock_key_v1.sql", "0001"),
+    invoker("billing_sync.create_billing_account(text)", "functions/create_billing_account_v1.sql", "0001"),
+    definer("billing_sync.sync_customer_account()", "functions/sync_customer_account_v3.sql", "0004"),
+    invoker("billing_sync.touch_updated_at()", "functions/touch_updated_at_v1.sql", "0001"),
+    definer("billing_sync.record_feature_flag_event()", "functions/record_feature_flag_event_v1.sql", "0001"),
+    invoker("billing_sync.forbid_truncate()", "functions/forbid_truncate_v1.sql", "0001"),
+    qualified("billing_sync.murmur3_32(bytea,bigint)", "functions/murmur3_32_v1.sql", "0002"),
+    qualified("billing_sync.unleash_bucket(text,bigint)", "functions/unleash_bucket_v1.sql", "0002"),
+    definer("billing_sync.flag_enabled_for(text,bigint)", "functions/flag_enabled_for_v1.sql", "0002"),
+    qualified("billing_sync.customers_in_rollout(text)", "functions/customers_in_rollout_v1.sql", "0003"),
+    definer("billing_sync.backfill_batch(bigint,integer)", "functions/backfill_batch_v1.sql", "0003"),
+    definer("billing_sync.account_drift(integer)", "functions/account_drift_v1.sql", "0003"),
+    invoker("billing_sync.notify_sync_skips()", "functions/notify_sync_skips_v1.sql", "0004"),
+    invoker("billing_sync.stamp_definition_hash(regclass,oid)", "functions/stamp_definition_hash_v1.sql", "0004"),
+)
+
+TRIGGERS = (
+    Trigger(
+        "public.customers", "billing_sync_customer_insert", "triggers/customers_billing_sync_insert_v1.sql", "0001"
+    ),
+    Trigger(
+        "public.customers", "billing_sync_customer_update", "triggers/customers_billing_sync_update_v1.sql", "0001"
+    ),
+    Trigger("public.customers", "billing_sync_customer_skips", "triggers/customers_billing_sync_skips_v1.sql", "0004"),
+    Trigger(
+        "billing_sync.feature_flags",
+        "billing_sync_touch_updated_at",
+        "triggers/feature_flags_touch_updated_at_v1.sql",
+        "0001",
+    ),
+    Trigger("billing_sync.feature_flags", "billing_sync_audit", "triggers/feature_flags_audit_v1.sql", "0001"),
+    Trigger(
+        "billing_sync.feature_flags",
+        "billing_sync_forbid_truncate",
+        "triggers/feature_flags_forbid_truncate_v1.sql",
+        "0001",
+    ),
+    Trigger(
+        "billing_sync.feature_flag_actors", "billing_sync_audit", "triggers/feature_flag_actors_audit_v1.sql", "0002"
+    ),
+    Trigger(
+        "billing_sync.feature_flag_actors",
+        "billing_sync_forbid_truncate",
+        "triggers/feature_flag_actors_forbid_truncate_v1.sql",
+        "0002",
+    ),
+)
+
+
+RELATIONS = (
+    Relation("billing_sync.feature_flags", "table", "tables/feature_flags_v1.sql", "0001"),
+    Relation("billing_sync.feature_flags_pkey", "index", "tables/feature_flags_v1.sql", "0001"),
+    Relation("billing_sync.feature_flag_events", "table", "tables/feature_flag_events_v1.sql", "0001"),
+    Relation("billing_sync.feature_flag_events_pkey", "index", "tables/feature_flag_events_v1.sql", "0001"),
+    Relation("billing_sync.feature_flag_events_id_seq", "sequence", "tables/feature_flag_events_v1.sql", "0001"),
+    Relation(
+        "billing_sync.feature_flag_events_flag_name_occurred_at_idx",
+        "index",
+        "indexes/feature_flag_events_flag_name_occurred_at_idx_v1.sql",
+        "0001",
+    ),
+    Relation("billing_sync.feature_flag_actors", "table", "tables/feature_flag_actors_v1.sql", "0002"),
+    Relation("billing_sync.feature_flag_actors_pkey", "index", "tables/feature_flag_actors_v1.sql", "0002"),
+    Relation("billing_sync.backfill_runs", "table", "tables/backfill_runs_v1.sql", "0003"),
+    Relation("billing_sync.backfill_runs_pkey", "index", "tables/backfill_runs_v1.sql", "0003"),
+    Relation("billing_sync.backfill_runs_id_seq", "sequence", "tables/backfill_runs_v1.sql", "0003"),
+    Relation(
+        "billing_sync.backfill_runs_one_running_idx", "index", "indexes/backfill_runs_one_running_idx_v1.sql", "0003"
+    ),
+    Relation("billing_sync.sync_events", "table", "tables/sync_events_v1.sql", "0004"),
+    Relation("billing_sync.sync_events_pkey", "index", "tables/sync_events_v1.sql", "0004"),
+    Relation("billing_sync.sync_events_id_seq", "sequence", "tables/sync_events_v1.sql", "0004"),
+    Relation("billing_sync.sync_events_occurred_at_idx", "index", "indexes/sync_events_occurred_at_idx_v1.sql", "0004"),
+)

@@ -1,0 +1,224 @@
+"""`sync-admin watch`: print every skip the sync records, as it happens.
+
+LISTEN on the channel billing_sync_skips; each notification (one per statement that recorded skips,
+delivered when its transaction commits) points at its events, which are read from
+billing_sync.sync_events and printed one line each, and sent to Sentry when SENTRY_DSN is set.
+Every `heartbeat` seconds a line with counts shows the watch is alive (and checks the connection).
+
+When the connection drops (server restart, failover, a terminated backend) the watch reconnects
+with exponential backoff and then prints the events recorded meanwhile, whose notifications were
+lost with the connection. Ctrl-C or SIGTERM stops it cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import FrameType
+
+import psycopg
+
+from sync_admin import db, events
+from sync_admin.errors import DatabaseUnavailable
+from sync_admin.events_render import heartbeat_line, skip_line, timestamp
+from sync_admin.sentry import SentryReporter
+
+APPLICATION_NAME = "sync-admin watch"
+SEEN_TRANSACTIONS = 10_000  # transactions remembered to print each event once
+
+
+@dataclass(frozen=True)
+class Options:
+    heartbeat: float = 30.0
+    sentry_per_statement: int = 100  # a bulk statement's further skips go to Sentry as one event per reason
+    first_backoff: float = 0.5
+    max_backoff: float = 30.0
+    # Catch-up after a reconnect starts this long before the last moment the watch knew it was
+    # connected: a transaction that recorded events just before committing is still included.
+    catch_up_margin: timedelta = timedelta(minutes=1)
+
+
+Emit = Callable[[str], None]
+
+
+class Watcher:
+    def __init__(self, url: str, options: Options, emit: Emit, warn: Emit, reporter: SentryReporter | None) -> None:
+        self.url = url
+        self.options = options
+        self.emit = emit
+        self.warn = warn
+        self.reporter = reporter
+        # Two connections: the listener only waits for notifications, so none can arrive (and, with an
+        # older psycopg, be dropped) while a query runs on it; the reader runs the queries.
+        self.listener: psycopg.Connection | None = None
+        self.reader: psycopg.Connection | None = None
+        self.alive_at: datetime | None = None  # server time when the connection last answered
+        self.seen: OrderedDict[int, int] = OrderedDict()  # transaction id -> highest event id printed
+        self.interval: Counter[str] = Counter()
+        self.total: Counter[str] = Counter()
+        self.next_beat = 0.0
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect and LISTEN; DatabaseUnavailable (exit 3) when the server or the events table is not there."""
+        try:
+            self.reader = _connect(self.url)
+            events.require_installed(self.reader)
+            self.listener = _connect(self.url)
+            self.listener.execute(f"LISTEN {events.CHANNEL}")
+            self.alive_at = events.server_now(self.reader)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for conn in (self.listener, self.reader):
+            if conn is not None:
+                conn.close()
+        self.listener = self.reader = None
+
+    def reconnect(self, reason: BaseException) -> None:
+        self.close()
+        delay = self.options.first_backoff
+        self.warn(f"connection lost ({db.mask(db.first_line(reason))}); reconnecting in {delay:g}s")
+        while True:
+            time.sleep(delay)
+            try:
+                self.connect()
+                break
+            except (DatabaseUnavailable, psycopg.OperationalError) as exc:
+                delay = min(delay * 2, self.options.max_backoff)
+                self.warn(f"reconnect failed ({db.mask(db.first_line(exc))}); next try in {delay:g}s")
+        self.warn("reconnected; printing the skips recorded while disconnected")
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.next_beat = time.monotonic() + self.options.heartbeat
+        lost_at: datetime | None = None
+        while True:
+            try:
+                if lost_at is not None:
+                    self.catch_up(lost_at - self.options.catch_up_margin)
+                    lost_at = None
+                self.listen_until_heartbeat()
+                self.heartbeat()
+            except psycopg.OperationalError as exc:
+                lost_at = self.alive_at if lost_at is None else lost_at
+                self.reconnect(exc)
+
+    def listen_until_heartbeat(self) -> None:
+        assert self.listener is not None
+        while (remaining := self.next_beat - time.monotonic()) > 0:
+            # Drain the generator first: it holds the connection's lock while it yields.
+            payloads = [notify.payload for notify in self.listener.notifies(timeout=remaining, stop_after=1)]
+            for payload in payloads:
+                self.follow(payload)
+
+    def heartbeat(self) -> None:
+        assert self.reader is not None
+        now = events.server_now(self.reader)  # also proves the server still answers
+        self.alive_at = now
+        self.emit(heartbeat_line(now, self.interval, self.total, self.options.heartbeat))
+        self.interval = Counter()
+        self.next_beat = time.monotonic() + self.options.heartbeat
+
+    def follow(self, payload: str) -> None:
+        """Print the events one notification points at."""
+        assert self.reader is not None
+        pointer = events.parse_pointer(payload)
+        if pointer is None:
+            self.warn(f"ignored a notification this version does not understand: {payload[:200]!r}")
+            return
+        overflow: Counter[str] = Counter()
+        after = self.seen.get(pointer.transaction_id, 0)
+        for shown, event in enumerate(events.pointed(self.reader, pointer, after)):
+            to_sentry = shown < self.options.sentry_per_statement
+            self.show(event, to_sentry=to_sentry)
+            if not to_sentry:
+                overflow[event.reason] += 1
+        if overflow and self.reporter is not None:
+            self.reporter.report_overflow(pointer.transaction_id, overflow)
+
+    def catch_up(self, start: datetime) -> None:
+        assert self.reader is not None
+        for event in events.recorded_since(self.reader, start):
+            if event.id > self.seen.get(event.transaction_id, 0):
+                self.show(event, to_sentry=True)
+
+    def show(self, event: events.SkipEvent, *, to_sentry: bool) -> None:
+        self.emit(skip_line(event))
+        self.interval[event.reason] += 1
+        self.total[event.reason] += 1
+        self.remember(event)
+        if to_sentry and self.reporter is not None:
+            self.reporter.report(event)
+
+    def remember(self, event: events.SkipEvent) -> None:
+        self.seen[event.transaction_id] = max(event.id, self.seen.get(event.transaction_id, 0))
+        self.seen.move_to_end(event.transaction_id)
+        while len(self.seen) > SEEN_TRANSACTIONS:
+            self.seen.popitem(last=False)
+
+
+def watch(url: str, options: Options, emit: Emit, warn: Emit, reporter: SentryReporter | None) -> int:
+    """Run until Ctrl-C or SIGTERM; the number of skips printed. The first connection must succeed (exit 3)."""
+    watcher = Watcher(url, options, emit, warn, reporter)
+    target = f"; reporting to Sentry at {reporter.target}" if reporter else ""
+    try:
+        with _sigterm_stops():
+            watcher.connect()
+            emit(
+                f"{timestamp(watcher.alive_at or datetime.now().astimezone())} watching channel {events.CHANNEL}"
+                f" on {db.mask(url)}: a line per skip, a heartbeat every {options.heartbeat:g}s{target};"
+                " Ctrl-C stops"
+            )
+            watcher.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watcher.close()
+        if reporter is not None:
+            reporter.close()
+    emit(f"stopped; {watcher.total.total()} skips seen")
+    return watcher.total.total()
+
+
+def _connect(url: str) -> psycopg.Connection:
+    """Like db.connect, with TCP keepalives: a LISTEN connection is idle for long stretches, and a
+    dead peer must be noticed (then reconnected) rather than waited on forever."""
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            application_name=APPLICATION_NAME,
+            connect_timeout=db.CONNECT_TIMEOUT_SECONDS,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to {db.mask(url)}: {db.mask(db.first_line(exc))}; check the URL and that the server is up"
+        ) from None
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM (systemd, Kubernetes) stops the watch like Ctrl-C does."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
