@@ -99,7 +99,9 @@ def _flag_on(console: Console, conn: psycopg.Connection) -> None:
     _show(console, conn, _insert(conn, "gina@example.com", "not an account!"), "skipped, no error")
     _print_table(console, _side_by_side(_accounts_table(conn), _memberships_table(conn)))
     console.print("   [dim]accounts are never deleted: Z-200 and F-500 stay, without members[/]")
-    console.print("   [dim]ann and bob, written while the flag was off, sync on their next account change[/]")
+    console.print(
+        "   [dim]ann and bob, written while the flag was off: their next account change or `sync-admin backfill`[/]"
+    )
 
 
 def _kill_switch(console: Console, conn: psycopg.Connection) -> None:
