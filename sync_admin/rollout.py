@@ -4,7 +4,8 @@
 2. it has been on for everyone for at least --min-hours, with no kill-switch or gate-off event since
    (from the audit log, billing_sync.feature_flag_events);
 3. zero drift (the `sync-admin verify` report);
-4. no sync skips (customers in the rollout whose value is not blank and not an account).
+4. no sync skips: none recorded in billing_sync.sync_events since the everyone period began, and no
+   customer in the rollout whose value is not blank and not an account.
 Ready to release the flag only when all four pass.
 """
 
@@ -76,7 +77,7 @@ def check(conn: psycopg.Connection, min_hours: float = DEFAULT_MIN_HOURS) -> Che
         _everyone_line(flag),
         _duration_line(flag, period, min_hours),
         _drift_line(report),
-        _skips_line(report),
+        _skips_line(report, recorded_skips(conn, period.since)),
     )
     return Checklist(name, min_hours, period.now, lines, report)
 
@@ -140,14 +141,40 @@ def _drift_line(report: verify.Report) -> Line:
     return Line(name, False, "; ".join(parts) + "; run `sync-admin backfill`, then check again")
 
 
-def _skips_line(report: verify.Report) -> Line:
+@dataclass(frozen=True)
+class RecordedSkips:
+    """Skip events (billing_sync.sync_events) since the on-for-everyone period began."""
+
+    count: int
+    reasons: str  # "not_an_account: 2, account_contended: 1"
+
+
+def recorded_skips(conn: psycopg.Connection, since: datetime | None) -> RecordedSkips:
+    if since is None:
+        return RecordedSkips(0, "")
+    rows = conn.execute(
+        "SELECT reason, count(*) FROM billing_sync.sync_events WHERE occurred_at >= %s GROUP BY reason ORDER BY 2 DESC",
+        (since,),
+    ).fetchall()
+    return RecordedSkips(sum(count for _, count in rows), ", ".join(f"{reason}: {count}" for reason, count in rows))
+
+
+def _skips_line(report: verify.Report, recorded: RecordedSkips) -> Line:
+    """No skip recorded since the everyone period began, and no customer whose value is a skip now."""
     name = "no sync skips"
-    skips = report.skips
-    # Without a skip event log (a later issue) this is the current state: customers whose value is skipped now.
-    if not skips.rows:
-        return Line(name, True, "no customer in the rollout has a value that is not an account")
-    who = "1 customer in the rollout has" if skips.rows == 1 else f"{skips.rows:,} customers in the rollout have"
-    return Line(name, False, f"{who} a zuora_account_id that is not an account ({_examples(skips)})")
+    problems = []
+    if recorded.count:
+        problems.append(
+            f"{recorded.count:,} skips recorded since the everyone period began ({recorded.reasons});"
+            " see `sync-admin errors`"
+        )
+    if report.skips.rows:
+        skips = report.skips
+        who = "1 customer in the rollout has" if skips.rows == 1 else f"{skips.rows:,} customers in the rollout have"
+        problems.append(f"{who} a zuora_account_id that is not an account ({_examples(skips)})")
+    if problems:
+        return Line(name, False, "; ".join(problems))
+    return Line(name, True, "no skip recorded since the everyone period began, no customer's value is a skip now")
 
 
 def _examples(item: verify.Item) -> str:

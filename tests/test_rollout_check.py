@@ -132,9 +132,35 @@ def test_sync_skips_fail(conn, capsys, db_url, released):
     code, out, _ = check(capsys, db_url, "--format", "markdown")
 
     assert code == 1
-    assert "- [ ] **no sync skips**: 1 customer in the rollout has a zuora_account_id that is not an account" in out
+    assert "- [ ] **no sync skips**: 1 skips recorded since the everyone period began (not_an_account: 1)" in out
+    assert "1 customer in the rollout has a zuora_account_id that is not an account" in out
     assert f"e.g. customers {skipped}" in out
     assert "**Result:** not ready to release the flag: 1 of 4 checks failed" in out
+
+
+def test_a_skip_recorded_during_the_everyone_period_fails_even_once_the_value_is_fixed(conn, capsys, db_url, released):
+    skipped = insert_customer(conn, "two words")
+    conn.execute("UPDATE customers SET zuora_account_id = 'A1' WHERE id = %s", (skipped,))
+    days_pass(conn, 25)
+
+    code, out, _ = check(capsys, db_url)
+
+    assert code == 1
+    fails = lines_by_verdict(out)["FAIL"]
+    assert len(fails) == 1 and "1 skips recorded since the everyone period began" in fails[0]
+    assert "not an account (" not in fails[0]
+
+
+def test_skips_recorded_before_the_everyone_period_began_do_not_count(conn, capsys, db_url, released):
+    skipped = insert_customer(conn, "two words")
+    conn.execute("UPDATE customers SET zuora_account_id = 'A1' WHERE id = %s", (skipped,))
+    conn.execute("UPDATE billing_sync.sync_events SET occurred_at = occurred_at - interval '30 hours'")
+    days_pass(conn, 25)
+
+    code, out, _ = check(capsys, db_url)
+
+    assert code == 0, out
+    assert "no skip recorded since the everyone period began" in out
 
 
 @pytest.mark.parametrize("args", [["--min-hours", "-1"], ["--min-hours", "a day"], ["--format", "xml"]])
