@@ -1,0 +1,267 @@
+-- Row trigger function on public.customers (replaces sync_customer_account v3; the skips statement trigger
+-- and notify_sync_skips are no longer needed): the sync of one INSERT or UPDATE statement, called once per
+-- statement that has work, with the statement's transition tables (new_customers; old_customers for
+-- UPDATE).
+--
+-- Once per statement: the triggers' WHEN lets through only the first row of each statement that needs
+-- syncing (a value inserted, or a raw value changed), by remembering the statement's command id (NEW.cmin)
+-- in a transaction-local setting, and only while the kill switch is on (billing_sync.sync_due, asked once
+-- per statement). The rows after the first cost one setting lookup each and queue nothing.
+--
+-- Two paths, the same result:
+-- * the statement wrote one row (single-row writes, the portal's traffic): that row, with two statements
+--   (the gates and the account lookup in one query; the membership writes in one query);
+-- * more rows: one set-based pass over the transition tables (data-modifying CTEs), whatever their number.
+-- A row whose statement also wrote customers from inside it (a nested customers write between two rows)
+-- can be let through twice; both calls are idempotent (each makes the state derived, writing nothing when
+-- it already is), so that costs time only.
+--
+-- Which rows: INSERT, rows with a value; UPDATE, rows whose raw value changed (a row whose id the statement
+-- changed has no old row of the same id and counts as changed). Of those, the customers the flag is on for
+-- (kill switch, everyone, actor, percentage: the decision of billing_sync.flag_enabled_for).
+--
+-- What it writes, as v3: missing billing accounts through billing_sync.create_billing_account (advisory
+-- try-lock, in value order; never updated), stale memberships deleted (UPDATE), derived ones inserted where
+-- missing (ON CONFLICT DO NOTHING, looked for first on UPDATE: no id is drawn for a no-op), one
+-- billing_sync.sync_events row per skipped customer write (reasons as in sql/tables/sync_events_v1.sql),
+-- and one pg_notify on billing_sync_skips per statement that recorded skips, with the payload of
+-- notify_sync_skips ({"transaction_id", "first_event_id"}).
+--
+-- Rules (field notes 1 and 3): no EXCEPTION block and no savepoint (a statement consumes no transaction id
+-- beyond its own); every case is an IF or a WHERE; billing_accounts rows are only inserted; SECURITY
+-- DEFINER with a pinned search_path and qualified names.
+CREATE OR REPLACE FUNCTION billing_sync.sync_customers()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $function$
+DECLARE
+    account text := billing_sync.normalize_zuora_account_id(NEW.zuora_account_id);
+    statement_rows bigint;
+    in_rollout boolean;
+    target_id bigint;
+    written bigint;
+    skip_reason text;
+    unwritten bigint[];
+    first_event bigint;
+    unwritten_event bigint;
+BEGIN
+    -- One query: how many rows the statement wrote, whether the flag is on for this customer, its account.
+    SELECT (SELECT count(*) FROM new_customers),
+           f.everyone
+           OR EXISTS (SELECT 1 FROM billing_sync.feature_flag_actors x
+                      WHERE x.flag_name = f.name AND x.customer_id = NEW.id)
+           OR (f.percentage > 0 AND billing_sync.unleash_bucket(f.name, NEW.id) <= f.percentage),
+           (SELECT a.id FROM public.billing_accounts a WHERE a.zuora_account_id = account)
+    INTO statement_rows, in_rollout, target_id
+    FROM billing_sync.feature_flags f
+    WHERE f.name = 'account_data_persistence' AND f.enabled;
+
+    IF statement_rows > 1 THEN
+        -- The whole statement, set-based.
+        IF TG_OP = 'INSERT' THEN
+            WITH flag AS MATERIALIZED (
+                SELECT f.name, f.everyone, f.percentage
+                FROM billing_sync.feature_flags f
+                WHERE f.name = 'account_data_persistence' AND f.enabled
+            ),
+            synced AS MATERIALIZED (
+                SELECT n.id, n.zuora_account_id AS raw, billing_sync.normalize_zuora_account_id(n.zuora_account_id) AS account
+                FROM new_customers n CROSS JOIN flag f
+                WHERE n.zuora_account_id IS NOT NULL
+                  AND (f.everyone
+                       OR EXISTS (SELECT 1 FROM billing_sync.feature_flag_actors a
+                                  WHERE a.flag_name = f.name AND a.customer_id = n.id)
+                       OR (f.percentage > 0 AND billing_sync.unleash_bucket(f.name, n.id) <= f.percentage))
+            ),
+            found AS MATERIALIZED (
+                SELECT s.id, s.raw, s.account, a.id AS account_id
+                FROM synced s LEFT JOIN public.billing_accounts a ON a.zuora_account_id = s.account
+            ),
+            created AS MATERIALIZED (
+                SELECT m.account, billing_sync.create_billing_account(m.account) AS account_id
+                FROM (SELECT DISTINCT f.account FROM found f
+                      WHERE f.account IS NOT NULL AND f.account_id IS NULL ORDER BY f.account) m
+            ),
+            resolved AS MATERIALIZED (
+                SELECT f.id, f.raw, f.account, coalesce(f.account_id, c.account_id) AS account_id
+                FROM found f LEFT JOIN created c ON f.account_id IS NULL AND c.account = f.account
+            ),
+            to_add AS MATERIALIZED (
+                SELECT r.account_id, r.id FROM resolved r WHERE r.account_id IS NOT NULL
+            ),
+            added AS (
+                INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
+                SELECT t.account_id, t.id FROM to_add t
+                ON CONFLICT (customer_id, billing_account_id) DO NOTHING
+                RETURNING customer_id
+            ),
+            events AS (
+                INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)
+                SELECT r.id, 'INSERT',
+                       CASE WHEN r.account IS NULL THEN 'not_an_account'
+                            WHEN pg_catalog.pg_try_advisory_xact_lock(7300001, billing_sync.account_lock_key(r.account))
+                            THEN 'account_unresolved'
+                            ELSE 'account_contended' END,
+                       pg_catalog."left"(r.raw, 200), pg_catalog.length(r.raw), pg_catalog.txid_current()
+                FROM resolved r
+                WHERE r.account_id IS NULL AND (r.account IS NOT NULL OR pg_catalog.btrim(r.raw, E' \t\n\r\v\f') <> '')
+                ORDER BY r.id
+                RETURNING id
+            )
+            -- The customers whose membership insert wrote nothing (computed only when there are any).
+            SELECT CASE WHEN (SELECT count(*) FROM added) < (SELECT count(*) FROM to_add)
+                        THEN ARRAY(SELECT t.id FROM to_add t EXCEPT ALL SELECT a.customer_id FROM added a) END,
+                   (SELECT min(e.id) FROM events e)
+            INTO unwritten, first_event;
+        ELSE
+            WITH flag AS MATERIALIZED (
+                SELECT f.name, f.everyone, f.percentage
+                FROM billing_sync.feature_flags f
+                WHERE f.name = 'account_data_persistence' AND f.enabled
+            ),
+            synced AS MATERIALIZED (
+                SELECT n.id, n.zuora_account_id AS raw, billing_sync.normalize_zuora_account_id(n.zuora_account_id) AS account
+                FROM new_customers n CROSS JOIN flag f
+                WHERE NOT EXISTS (SELECT 1 FROM old_customers o
+                                  WHERE o.id = n.id AND o.zuora_account_id IS NOT DISTINCT FROM n.zuora_account_id)
+                  AND (f.everyone
+                       OR EXISTS (SELECT 1 FROM billing_sync.feature_flag_actors a
+                                  WHERE a.flag_name = f.name AND a.customer_id = n.id)
+                       OR (f.percentage > 0 AND billing_sync.unleash_bucket(f.name, n.id) <= f.percentage))
+            ),
+            found AS MATERIALIZED (
+                SELECT s.id, s.raw, s.account, a.id AS account_id
+                FROM synced s LEFT JOIN public.billing_accounts a ON a.zuora_account_id = s.account
+            ),
+            created AS MATERIALIZED (
+                SELECT m.account, billing_sync.create_billing_account(m.account) AS account_id
+                FROM (SELECT DISTINCT f.account FROM found f
+                      WHERE f.account IS NOT NULL AND f.account_id IS NULL ORDER BY f.account) m
+            ),
+            resolved AS MATERIALIZED (
+                SELECT f.id, f.raw, f.account, coalesce(f.account_id, c.account_id) AS account_id
+                FROM found f LEFT JOIN created c ON f.account_id IS NULL AND c.account = f.account
+            ),
+            removed AS (
+                -- account_id IS NULL (no account, or one that could not be resolved) removes them all.
+                DELETE FROM public.billing_account_memberships m
+                USING resolved r
+                WHERE m.customer_id = r.id AND m.billing_account_id IS DISTINCT FROM r.account_id
+            ),
+            to_add AS MATERIALIZED (
+                SELECT r.account_id, r.id FROM resolved r
+                WHERE r.account_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM public.billing_account_memberships m
+                                  WHERE m.customer_id = r.id AND m.billing_account_id = r.account_id)
+            ),
+            added AS (
+                INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
+                SELECT t.account_id, t.id FROM to_add t
+                ON CONFLICT (customer_id, billing_account_id) DO NOTHING
+                RETURNING customer_id
+            ),
+            events AS (
+                INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)
+                SELECT r.id, 'UPDATE',
+                       CASE WHEN r.account IS NULL THEN 'not_an_account'
+                            WHEN pg_catalog.pg_try_advisory_xact_lock(7300001, billing_sync.account_lock_key(r.account))
+                            THEN 'account_unresolved'
+                            ELSE 'account_contended' END,
+                       pg_catalog."left"(r.raw, 200), pg_catalog.length(r.raw), pg_catalog.txid_current()
+                FROM resolved r
+                WHERE r.account_id IS NULL AND (r.account IS NOT NULL OR pg_catalog.btrim(r.raw, E' \t\n\r\v\f') <> '')
+                ORDER BY r.id
+                RETURNING id
+            )
+            -- The customers whose membership insert wrote nothing (computed only when there are any).
+            SELECT CASE WHEN (SELECT count(*) FROM added) < (SELECT count(*) FROM to_add)
+                        THEN ARRAY(SELECT t.id FROM to_add t EXCEPT ALL SELECT a.customer_id FROM added a) END,
+                   (SELECT min(e.id) FROM events e)
+            INTO unwritten, first_event;
+        END IF;
+
+        IF unwritten IS NOT NULL THEN
+            -- Fine where the membership is there now (a concurrent writer committed it: this new statement's
+            -- snapshot sees it); otherwise something suppressed the insert (a rule or another trigger).
+            WITH events AS (
+                INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)
+                SELECT n.id, TG_OP, 'membership_unwritten', pg_catalog."left"(n.zuora_account_id, 200),
+                       pg_catalog.length(n.zuora_account_id), pg_catalog.txid_current()
+                FROM new_customers n
+                WHERE n.id = ANY (unwritten)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM public.billing_account_memberships m
+                      JOIN public.billing_accounts a ON a.id = m.billing_account_id
+                      WHERE m.customer_id = n.id
+                        AND a.zuora_account_id = billing_sync.normalize_zuora_account_id(n.zuora_account_id))
+                ORDER BY n.id
+                RETURNING id
+            )
+            SELECT min(e.id) FROM events e INTO unwritten_event;
+            first_event := LEAST(first_event, unwritten_event);  -- LEAST ignores NULL
+        END IF;
+    ELSIF in_rollout THEN
+        -- The statement's only row.
+        IF account IS NULL THEN
+            -- NULL or blank means "no account" (not a skip); anything else failed the rule.
+            IF pg_catalog.btrim(NEW.zuora_account_id, E' \t\n\r\v\f') <> '' THEN
+                skip_reason := 'not_an_account';
+            END IF;
+        ELSIF target_id IS NULL THEN
+            target_id := billing_sync.create_billing_account(account);
+            IF target_id IS NULL THEN
+                -- Busy elsewhere (contended) or not resolvable here: the account lock tells which (v3).
+                IF pg_catalog.pg_try_advisory_xact_lock(7300001, billing_sync.account_lock_key(account)) THEN
+                    skip_reason := 'account_unresolved';
+                ELSE
+                    skip_reason := 'account_contended';
+                END IF;
+            END IF;
+        END IF;
+
+        IF TG_OP = 'UPDATE' THEN
+            -- target_id IS NULL (no account, or one that could not be resolved) removes them all.
+            WITH removed AS (
+                DELETE FROM public.billing_account_memberships m
+                WHERE m.customer_id = NEW.id AND m.billing_account_id IS DISTINCT FROM target_id
+            )
+            INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
+            SELECT target_id, NEW.id
+            WHERE target_id IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM public.billing_account_memberships m
+                              WHERE m.customer_id = NEW.id AND m.billing_account_id = target_id)
+            ON CONFLICT (customer_id, billing_account_id) DO NOTHING;
+        ELSIF target_id IS NOT NULL THEN
+            INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
+            VALUES (target_id, NEW.id)
+            ON CONFLICT (customer_id, billing_account_id) DO NOTHING;
+        END IF;
+        GET DIAGNOSTICS written = ROW_COUNT;
+        -- Nothing written is fine where the membership is there (it was already, or a concurrent writer's);
+        -- otherwise something suppressed the insert (a rule or another trigger on the table).
+        IF target_id IS NOT NULL AND written = 0 AND NOT EXISTS (
+            SELECT 1 FROM public.billing_account_memberships m
+            WHERE m.customer_id = NEW.id AND m.billing_account_id = target_id
+        ) THEN
+            skip_reason := 'membership_unwritten';
+        END IF;
+
+        IF skip_reason IS NOT NULL THEN
+            INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)
+            VALUES (NEW.id, TG_OP, skip_reason, pg_catalog."left"(NEW.zuora_account_id, 200),
+                    pg_catalog.length(NEW.zuora_account_id), pg_catalog.txid_current())
+            RETURNING id INTO first_event;
+        END IF;
+    END IF;
+
+    IF first_event IS NOT NULL THEN
+        PERFORM pg_catalog.pg_notify(
+            'billing_sync_skips',
+            pg_catalog.json_build_object('transaction_id', pg_catalog.txid_current(), 'first_event_id', first_event)::text
+        );
+    END IF;
+    RETURN NULL;
+END;
+$function$;

@@ -1,0 +1,69 @@
+"""The benchmark suite (`python -m bench`, README "Benchmarks") runs end to end with tiny sizes.
+
+Against the test server; one round of everything, 1-second pgbench runs, 2,000 customers. Only the outputs
+are checked (files exist, the JSON and the table are well-formed, every scenario measured): timings on a
+shared machine prove nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from sync_admin import db
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = {
+    "flag_off_insert",
+    "flag_off_update",
+    "unrelated_update",
+    "zuora_change_vs_app",
+    "insert_vs_app",
+    "gate_50_vs_everyone",
+    "bulk_update",
+    "bulk_insert",
+    "bulk_unrelated_update",
+}
+
+
+def test_suite_writes_its_results(pg_server, tmp_path):
+    url = db.make_url(
+        host=pg_server.host,
+        port=pg_server.port,
+        user=pg_server.user,
+        password=pg_server.password,
+        dbname=pg_server.maintenance_dbname,
+    )
+    results = tmp_path / "results"
+    args = ["--database-url", url, "--results", str(results), "--prefix", f"bench_smoke_{uuid.uuid4().hex[:8]}"]
+    args += ["--customers", "2000", "--bulk-rows", "2000", "--new-accounts", "10"]
+    args += ["--rounds", "1", "--bulk-rounds", "1", "--seconds", "1"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+
+    document = json.loads((results / "results.json").read_text())
+    assert {s["name"] for s in document["scenarios"]} == SCENARIOS
+    for scenario in document["scenarios"]:
+        assert scenario["errors"] == [], scenario
+        assert len(scenario["ratios"]) == 1 and scenario["ratios"][0] > 0
+        assert scenario["median"] == scenario["ratios"][0]
+        assert scenario["met"] in (True, False, None)
+    assert "PostgreSQL" in document["server"] and "cores" in document["machine"]
+    assert document["xids"]["sync_update"] and document["xids"]["sync_insert"]
+    assert document["many_new_accounts"]["rows"] == 2000
+
+    table = (results / "results.md").read_text()
+    assert "| scenario | median ratio | min-max | target | met? |" in table
+    assert table.count("\n| ") == len(SCENARIOS) + 2  # header, separator, one line per scenario
+
+    chart = results / "ratios.png"
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert not chart.exists()
