@@ -179,7 +179,7 @@ def warm(conn: psycopg.Connection) -> None:
     """Read the tables once and checkpoint, so that no side pays for a cold cache or a pending checkpoint."""
     for table in ("customers", "billing_accounts", "billing_account_memberships"):
         conn.execute(f"SELECT count(*) FROM public.{table}")
-    conn.execute("CHECKPOINT")
+    databases.checkpoint(conn)
 
 
 def txid(conn: psycopg.Connection) -> int:

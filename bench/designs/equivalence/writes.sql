@@ -1,0 +1,26 @@
+-- Single-row, multi-row, gate, skip and no-op writes, with the flag off, on for everyone and at 50 %.
+INSERT INTO customers (email, zuora_account_id) VALUES ('a', 'Z1');
+UPDATE billing_sync.feature_flags SET enabled = true, everyone = true;
+INSERT INTO customers (email, zuora_account_id) VALUES ('b', 'Z1'), ('c', ' Z2 '), ('d', 'bad value'), ('e', NULL), ('f', '');
+INSERT INTO customers (email, zuora_account_id) VALUES ('g', 'bad too');
+INSERT INTO customers (email, zuora_account_id) VALUES ('h', 'Z9');
+INSERT INTO customers (email, zuora_account_id) VALUES ('i', NULL);
+BEGIN;
+UPDATE customers SET zuora_account_id = 'Z3' WHERE email = 'b';
+UPDATE customers SET zuora_account_id = NULL WHERE email = 'c';
+UPDATE customers SET email = 'a2' WHERE email = 'a';
+UPDATE customers SET zuora_account_id = ' Z3' WHERE email = 'b';
+UPDATE customers SET zuora_account_id = 'Z1' WHERE email = 'a2';
+UPDATE customers SET zuora_account_id = 'Z4', email = email || 'x' WHERE email IN ('e', 'f');
+UPDATE customers SET zuora_account_id = 'Z5' WHERE email = 'h';
+UPDATE customers SET zuora_account_id = 'Z5' WHERE email = 'h';
+COMMIT;
+UPDATE billing_sync.feature_flags SET everyone = false, percentage = 50;
+INSERT INTO customers (email, zuora_account_id) SELECT 'p'||g, 'P'||g FROM generate_series(1,200) g;
+INSERT INTO customers (email, zuora_account_id) SELECT 'q'||g, 'Q'||g FROM generate_series(1,1) g;
+INSERT INTO customers (email, zuora_account_id) SELECT 'r'||g, 'R'||g FROM generate_series(1,1) g;
+INSERT INTO customers (email, zuora_account_id) SELECT 's'||g, 'S'||g FROM generate_series(1,1) g;
+UPDATE customers SET zuora_account_id = zuora_account_id || 'x' WHERE email ~ '^[pqrs]';
+UPDATE billing_sync.feature_flags SET everyone = true;
+UPDATE customers SET zuora_account_id = 'Q' || id WHERE id % 3 = 0;
+UPDATE customers SET zuora_account_id = 'not an account' WHERE id % 7 = 0;
