@@ -63,7 +63,7 @@ def run(conn: psycopg.Connection) -> Report:
         skipped = Check("objects", False, "not checked: they are checked at the head revision", alembic.fix)
         return Report((alembic, skipped))
     functions, triggers = definitions.read(conn)
-    checks = [alembic, *check_flags(conn)]
+    checks = [alembic, *check_flags(conn), check_switch_mirror(conn)]
     checks += [check_function(expected, functions.get(expected.signature)) for expected in manifest.FUNCTIONS]
     checks += [check_trigger(expected, triggers.get((expected.table, expected.name))) for expected in manifest.TRIGGERS]
     checks += check_relations(conn)
@@ -115,6 +115,36 @@ def check_flags(conn: psycopg.Connection) -> list[Check]:
             )
         )
     return checks
+
+
+# The sync triggers' WHEN asks whether this schema exists instead of reading the flag (revision 0006,
+# sql/functions/sync_switch_v1.sql): it must exist exactly while the kill switch is on, and stay empty.
+MIRROR = "billing_sync_enabled"
+MIRRORED_FLAG = "account_data_persistence"
+
+
+def check_switch_mirror(conn: psycopg.Connection) -> Check:
+    subject = f"schema {MIRROR} (mirror of the kill switch of {MIRRORED_FLAG})"
+    enabled, mirrored, objects = conn.execute(_MIRROR_STATE, {"flag": MIRRORED_FLAG, "mirror": MIRROR}).fetchone()
+    if mirrored and objects:
+        return Check(subject, False, f"holds {objects} object(s): it must stay empty; move them to another schema")
+    if enabled == mirrored:
+        state = "present: the flag is enabled" if enabled else "absent: the flag is disabled"
+        return Check(subject, True, state)
+    if enabled:
+        detail = "missing while the flag is enabled: the sync triggers skip every customer write"
+        return Check(subject, False, detail, f'{PSQL} -c "CREATE SCHEMA {MIRROR}"')
+    detail = "present while the flag is disabled: every customer write runs the sync function (which writes nothing)"
+    return Check(subject, False, detail, f'{PSQL} -c "DROP SCHEMA {MIRROR}"')
+
+
+_MIRROR_STATE = """
+    SELECT EXISTS (SELECT 1 FROM billing_sync.feature_flags f WHERE f.name = %(flag)s AND f.enabled),
+           n.oid IS NOT NULL,
+           (SELECT count(*) FROM pg_catalog.pg_depend d
+            WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass AND d.refobjid = n.oid)
+    FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = %(mirror)s
+"""
 
 
 # --- functions and triggers ---------------------------------------------------------------------

@@ -64,7 +64,6 @@ FUNCTIONS = (
     qualified("billing_sync.normalize_zuora_account_id(text)", "functions/normalize_zuora_account_id_v1.sql", "0001"),
     qualified("billing_sync.account_lock_key(text)", "functions/account_lock_key_v1.sql", "0001"),
     invoker("billing_sync.create_billing_account(text)", "functions/create_billing_account_v1.sql", "0001"),
-    definer("billing_sync.sync_customer_account()", "functions/sync_customer_account_v3.sql", "0004"),
     invoker("billing_sync.touch_updated_at()", "functions/touch_updated_at_v1.sql", "0001"),
     definer("billing_sync.record_feature_flag_event()", "functions/record_feature_flag_event_v1.sql", "0001"),
     invoker("billing_sync.forbid_truncate()", "functions/forbid_truncate_v1.sql", "0001"),
@@ -74,23 +73,27 @@ FUNCTIONS = (
     qualified("billing_sync.customers_in_rollout(text)", "functions/customers_in_rollout_v1.sql", "0003"),
     definer("billing_sync.backfill_batch(bigint,integer)", "functions/backfill_batch_v1.sql", "0003"),
     definer("billing_sync.account_drift(integer)", "functions/account_drift_v1.sql", "0003"),
-    invoker("billing_sync.notify_sync_skips()", "functions/notify_sync_skips_v1.sql", "0004"),
     invoker("billing_sync.stamp_definition_hash(regclass,oid)", "functions/stamp_definition_hash_v1.sql", "0004"),
+    definer("billing_sync.sync_switch()", "functions/sync_switch_v1.sql", "0006"),
+    definer("billing_sync.sync_customers_inserted()", "functions/sync_customers_inserted_v1.sql", "0006"),
+    definer("billing_sync.sync_customer_updated()", "functions/sync_customer_updated_v1.sql", "0006"),
 )
 
 TRIGGERS = (
     Trigger(
-        "public.customers", "billing_sync_customer_insert", "triggers/customers_billing_sync_insert_v1.sql", "0001"
+        "public.customers", "billing_sync_customer_insert", "triggers/customers_billing_sync_insert_v2.sql", "0006"
     ),
     Trigger(
-        "public.customers", "billing_sync_customer_update", "triggers/customers_billing_sync_update_v1.sql", "0001"
+        "public.customers", "billing_sync_customer_update", "triggers/customers_billing_sync_update_v2.sql", "0006"
     ),
-    Trigger("public.customers", "billing_sync_customer_skips", "triggers/customers_billing_sync_skips_v1.sql", "0004"),
     Trigger(
         "billing_sync.feature_flags",
         "billing_sync_touch_updated_at",
         "triggers/feature_flags_touch_updated_at_v1.sql",
         "0001",
+    ),
+    Trigger(
+        "billing_sync.feature_flags", "billing_sync_sync_switch", "triggers/feature_flags_sync_switch_v1.sql", "0006"
     ),
     Trigger("billing_sync.feature_flags", "billing_sync_audit", "triggers/feature_flags_audit_v1.sql", "0001"),
     Trigger(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
 import psycopg
 
 FLAG = "account_data_persistence"
+WAIT_SECONDS = 60  # upper bound for a session to reach an expected state; never an assertion on speed
 
 
 def flag_on(conn: psycopg.Connection) -> None:
@@ -61,3 +66,33 @@ def audit_events(conn: psycopg.Connection) -> list[tuple]:
     return conn.execute(
         "SELECT table_name, operation, actor, reason, before, after FROM billing_sync.feature_flag_events ORDER BY id"
     ).fetchall()
+
+
+# --- concurrent sessions ------------------------------------------------------------------------
+
+
+def wait_until_blocked(observer: psycopg.Connection, session: psycopg.Connection) -> None:
+    """Wait until `session` waits on a lock held by another backend (it is inside its statement)."""
+    pid = session.info.backend_pid
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        blocked = observer.execute("SELECT cardinality(pg_blocking_pids(%s)) > 0", (pid,)).fetchone()[0]
+        if blocked:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"backend {pid} never waited on a lock")
+
+
+def session(connect: Callable[..., psycopg.Connection]) -> psycopg.Connection:
+    """A transaction-mode session that cannot hang the suite: long waits fail instead."""
+    connection = connect(autocommit=False)
+    connection.execute("SET lock_timeout = '30s'")
+    connection.commit()
+    return connection
+
+
+def outcome(future: Future) -> object:
+    try:
+        return future.result(timeout=WAIT_SECONDS)
+    except psycopg.Error as exc:
+        return exc

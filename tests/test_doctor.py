@@ -14,9 +14,13 @@ import pytest
 from helpers import FLAG, flag_on, insert_customer, memberships, run_cli
 from psycopg import sql
 
-from sync_admin import db, definitions, manifest, migrate, resources
+from sync_admin import db, definitions, manifest, migrate
 
-V2 = resources.read_sql("functions/sync_customer_account_v2.sql")
+# A hand "rollback" of the insert sync: a function that syncs and records nothing.
+HAND_REPLACED = """
+CREATE OR REPLACE FUNCTION billing_sync.sync_customers_inserted() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NULL; END $$
+"""
 
 
 def doctor(capsys, db_url: str) -> tuple[int, list[str]]:
@@ -128,7 +132,7 @@ def test_a_trigger_recreated_by_hand_with_another_definition_is_caught(conn, cap
     conn.execute(
         "DROP TRIGGER billing_sync_customer_update ON public.customers;"
         "CREATE TRIGGER billing_sync_customer_update AFTER UPDATE ON public.customers"
-        " FOR EACH ROW EXECUTE FUNCTION billing_sync.sync_customer_account()"
+        " FOR EACH ROW EXECUTE FUNCTION billing_sync.sync_customer_updated()"
     )
     code, lines = doctor(capsys, db_url)
     assert code == 1
@@ -147,11 +151,11 @@ def test_a_trigger_recreated_by_hand_with_another_definition_is_caught(conn, cap
 
 
 def test_a_function_replaced_by_hand_is_caught_and_the_fix_restores_it(conn, capsys, db_url):
-    conn.execute(V2)  # e.g. a hand "rollback" of v3: the sync then records nothing
+    conn.execute(HAND_REPLACED)
     code, lines = doctor(capsys, db_url)
     assert code == 1
     assert failures(lines) == [
-        "FAIL  function billing_sync.sync_customer_account():"
+        "FAIL  function billing_sync.sync_customers_inserted():"
         " definition differs from the one installed (replaced or altered by hand)"
     ]
     run_fixes(lines, db_url)
@@ -204,7 +208,7 @@ def test_unexpected_objects_in_billing_sync_are_caught(conn, capsys, db_url):
         "CREATE FUNCTION billing_sync.helper() RETURNS int LANGUAGE sql RETURN 1;"
         "CREATE TYPE billing_sync.mood AS ENUM ('ok');"
         "CREATE TRIGGER billing_sync_extra AFTER INSERT ON public.customers"
-        " FOR EACH STATEMENT EXECUTE FUNCTION billing_sync.notify_sync_skips()"
+        " FOR EACH STATEMENT EXECUTE FUNCTION billing_sync.touch_updated_at()"
     )
     code, lines = doctor(capsys, db_url)
     assert code == 1

@@ -104,13 +104,21 @@ def test_unknown_flag_is_off(conn):
 
 
 def test_triggers_sync_exactly_the_customers_in_the_rollout(conn):
-    set_gates(conn, percentage=50)
+    # Actors outside the percentage: two inserted by the bulk statement (its set-based pass), one alone
+    # (the single-row path), and one updated.
+    outside = [i for i in range(1, 401) if unleash_bucket(FLAG, i) > 50]
+    actors = [*outside[:2], 401, 402]
+    set_gates(conn, percentage=50, actors=actors)
     conn.execute(
         "INSERT INTO customers (email, zuora_account_id)"
         " SELECT 'c' || g || '@example.com', 'A' || (g % 7) FROM generate_series(1, 400) g"
     )
-    synced = {customer_id for customer_id, _ in memberships(conn)}
-    assert synced == {i for i in range(1, 401) if unleash_bucket(FLAG, i) <= 50}
+    in_rollout = {i for i in range(1, 401) if unleash_bucket(FLAG, i) <= 50} | set(outside[:2])
+    assert {customer_id for customer_id, _ in memberships(conn)} == in_rollout
+    assert insert_customer(conn, "A1") == 401
+    insert_customer(conn, None)
+    conn.execute("UPDATE customers SET zuora_account_id = 'A2' WHERE id IN (402, %s)", (outside[2],))
+    assert {customer_id for customer_id, _ in memberships(conn)} == in_rollout | {401, 402}
 
 
 def test_customers_leaving_the_cohort_keep_their_rows_but_are_not_maintained(conn):
