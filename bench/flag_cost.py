@@ -1,7 +1,8 @@
 """What a customers trigger costs per row and per statement when it has nothing to do (the flag is off).
 
 Design study of issue 7 (flag-off targets): each variant is one trigger on the customers table of a scratch
-database (head's functions and flag, the flag off, head's sync triggers dropped), measured in interleaved
+database (revision 0005's functions and flag, the flag off, its sync triggers dropped; 0005 is the
+revision this study started from, whose v3 function is one of the variants), measured in interleaved
 rounds against no trigger at all, two ways, both timed inside the server (no client, so much less noise
 from a shared machine than pgbench):
 
@@ -83,7 +84,7 @@ VARIANTS: dict[str, str | None] = {
     "WHEN changed AND PL/pgSQL flag function (definer + SET)": row(f"{CHANGED} AND {DUE}bench_due_plpgsql()"),
     "WHEN changed, PL/pgSQL function that returns": row(CHANGED),
     "WHEN changed, PL/pgSQL function that returns, SECURITY DEFINER + SET": row(CHANGED, "bench_return_definer"),
-    "WHEN changed, head's v3 (calls flag_enabled_for)": row(CHANGED, "sync_customer_account"),
+    "WHEN changed, 0005's v3 (calls flag_enabled_for)": row(CHANGED, "sync_customer_account"),
     "transition tables, WHEN changed AND a column test": (
         "AFTER UPDATE ON public.customers REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH ROW"
         f" WHEN ({CHANGED} AND NEW.email = 'never') EXECUTE FUNCTION billing_sync.bench_return()"
@@ -112,9 +113,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+MEASURED_REVISION = "0005"  # the sync these measurements are about
+
+
 def prepare(base: str, rows: int) -> str:
     url = server.recreate_database(base, DATABASE)
-    migrate.upgrade(url, "head")
+    migrate.upgrade(url, MEASURED_REVISION)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(FUNCTIONS)
         conn.execute("ALTER DATABASE sync_bench_flag_cost SET synchronous_commit = off")

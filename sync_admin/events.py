@@ -2,7 +2,8 @@
 
 Reading them (`sync-admin errors`, `sync-admin watch`), following the notifications that point at
 them, and pruning old ones (`sync-admin events prune`). The rows are written only by the sync
-function (sql/functions/sync_customer_account_v3.sql); the reason codes are its contract.
+functions (sql/functions/sync_customers_inserted_v1.sql and sync_customer_updated_v1.sql since revision
+0006); the reason codes are their contract.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from psycopg.rows import class_row
 
 from sync_admin.errors import DatabaseUnavailable
 
-# The channel sql/functions/notify_sync_skips_v1.sql sends on, once per statement that recorded skips.
+# The channel the sync functions send on, once per statement that recorded skips.
 CHANNEL = "billing_sync_skips"
 
 # Stable reason codes: alerts and dashboards key on them (README "Monitoring").

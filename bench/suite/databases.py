@@ -138,6 +138,8 @@ def install_design(conn: psycopg.Connection, directory: Path | None) -> None:
     if directory is None:
         return
     drop_sync_triggers(conn)
+    # Head's kill switch mirror (revision 0006) is what the mirror designs install again.
+    conn.execute("DROP TRIGGER IF EXISTS billing_sync_sync_switch ON billing_sync.feature_flags")
     for relative in design_files(directory):
         conn.execute((directory / relative).read_text(encoding="utf-8"))
 
