@@ -3,9 +3,9 @@
 -- account_data_persistence is on for this customer, make its memberships exactly the one derived from its
 -- new zuora_account_id. Called for the rows whose raw value changed while the flag was enabled (WHEN).
 --
--- Three statements per row instead of v3's five: the gates and the account lookup in one query, the stale
--- membership delete, and the derived membership insert (looking first in the same statement, so that a
--- no-op draws no id); one data-modifying CTE for the last two measured slower than two statements. Skips are
+-- Three statements per row instead of v3's five: the gates, the account lookup and whether the customer is a
+-- member already in one query, the stale membership delete, and the derived membership insert when it is
+-- missing (one data-modifying CTE for the last two measured slower than two statements). Skips are
 -- recorded as in v3 (one billing_sync.sync_events row per skipped customer write) and announced by one
 -- pg_notify on billing_sync_skips per statement, with v3's payload ({"transaction_id", "first_event_id"}).
 --
@@ -22,20 +22,24 @@ DECLARE
     account text := billing_sync.normalize_zuora_account_id(NEW.zuora_account_id);
     in_rollout boolean;
     target_id bigint;
+    member boolean;
     written bigint;
     skip_reason text;
     first_event bigint;
     command text;
     notified text;
 BEGIN
-    -- One query: whether the flag is on for this customer, and its account.
+    -- One query: whether the flag is on for this customer, its account, and whether it is a member already.
     SELECT f.everyone
            OR EXISTS (SELECT 1 FROM billing_sync.feature_flag_actors x
                       WHERE x.flag_name = f.name AND x.customer_id = NEW.id)
            OR (f.percentage > 0 AND billing_sync.unleash_bucket(f.name, NEW.id) <= f.percentage),
-           (SELECT a.id FROM public.billing_accounts a WHERE a.zuora_account_id = account)
-    INTO in_rollout, target_id
+           a.id,
+           EXISTS (SELECT 1 FROM public.billing_account_memberships m
+                   WHERE m.customer_id = NEW.id AND m.billing_account_id = a.id)
+    INTO in_rollout, target_id, member
     FROM billing_sync.feature_flags f
+    LEFT JOIN public.billing_accounts a ON a.zuora_account_id = account
     WHERE f.name = 'account_data_persistence' AND f.enabled;
 
     IF in_rollout THEN
@@ -60,20 +64,24 @@ BEGIN
         -- target_id IS NULL (no account, or one that could not be resolved) removes them all.
         DELETE FROM public.billing_account_memberships m
         WHERE m.customer_id = NEW.id AND m.billing_account_id IS DISTINCT FROM target_id;
-        INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
-        SELECT target_id, NEW.id
-        WHERE target_id IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM public.billing_account_memberships m
-                          WHERE m.customer_id = NEW.id AND m.billing_account_id = target_id)
-        ON CONFLICT (customer_id, billing_account_id) DO NOTHING;
-        GET DIAGNOSTICS written = ROW_COUNT;
-        -- Nothing written is fine where the membership is there (it was already, or a concurrent writer's);
-        -- otherwise something suppressed the insert (a rule or another trigger on the table).
-        IF target_id IS NOT NULL AND written = 0 AND NOT EXISTS (
-            SELECT 1 FROM public.billing_account_memberships m
-            WHERE m.customer_id = NEW.id AND m.billing_account_id = target_id
-        ) THEN
-            skip_reason := 'membership_unwritten';
+        -- Looked up first (member, above; an account just created has no members): ON CONFLICT DO NOTHING alone
+        -- would draw an id from the membership sequence on every no-op update.
+        IF target_id IS NOT NULL AND NOT coalesce(member, false) THEN
+            INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
+            VALUES (target_id, NEW.id)
+            ON CONFLICT (customer_id, billing_account_id) DO NOTHING;
+            GET DIAGNOSTICS written = ROW_COUNT;
+            -- Nothing written is fine where the membership is there (a concurrent writer's); otherwise something
+            -- suppressed the insert (a rule or another trigger on the table). Two IFs, not one AND: a condition
+            -- with a subquery runs the executor on every row, even when false.
+            IF written = 0 THEN
+                IF NOT EXISTS (
+                    SELECT 1 FROM public.billing_account_memberships m
+                    WHERE m.customer_id = NEW.id AND m.billing_account_id = target_id
+                ) THEN
+                    skip_reason := 'membership_unwritten';
+                END IF;
+            END IF;
         END IF;
 
         IF skip_reason IS NOT NULL THEN

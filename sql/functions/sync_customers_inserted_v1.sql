@@ -157,12 +157,15 @@ BEGIN
         END IF;
         GET DIAGNOSTICS written = ROW_COUNT;
         -- Nothing written is fine where the membership is there (it was already, or a concurrent writer's);
-        -- otherwise something suppressed the insert (a rule or another trigger on the table).
-        IF target_id IS NOT NULL AND written = 0 AND NOT EXISTS (
-            SELECT 1 FROM public.billing_account_memberships m
-            WHERE m.customer_id = only_id AND m.billing_account_id = target_id
-        ) THEN
-            skip_reason := 'membership_unwritten';
+        -- otherwise something suppressed the insert (a rule or another trigger on the table). Two IFs, not one
+        -- AND: a condition with a subquery runs the executor every time, even when false.
+        IF target_id IS NOT NULL AND written = 0 THEN
+            IF NOT EXISTS (
+                SELECT 1 FROM public.billing_account_memberships m
+                WHERE m.customer_id = only_id AND m.billing_account_id = target_id
+            ) THEN
+                skip_reason := 'membership_unwritten';
+            END IF;
         END IF;
 
         IF skip_reason IS NOT NULL THEN
