@@ -23,6 +23,20 @@ import psycopg
 
 STAMP_PREFIX = "sync-admin:definition-sha256-v1:"
 
+
+def stamp_function_sql(signature: str) -> str:
+    """The statement that stamps a function's definition hash in its comment (revisions, doctor's fixes)."""
+    return f"SELECT billing_sync.stamp_definition_hash('pg_catalog.pg_proc', '{signature}'::regprocedure)"
+
+
+def stamp_trigger_sql(table: str, name: str) -> str:
+    """The statement that stamps a trigger's definition hash in its comment (revisions, doctor's fixes)."""
+    return (
+        "SELECT billing_sync.stamp_definition_hash('pg_catalog.pg_trigger', t.oid) FROM pg_catalog.pg_trigger t"
+        f" WHERE t.tgrelid = '{table}'::regclass AND t.tgname = '{name}'"
+    )
+
+
 _HASH = "'" + STAMP_PREFIX + "' || pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to({}, 'UTF8')), 'hex')"
 
 FUNCTION_CANONICAL_V1 = """pg_catalog.concat_ws(E'\\n',

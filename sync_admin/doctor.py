@@ -117,10 +117,8 @@ def check_flags(conn: psycopg.Connection) -> list[Check]:
     return checks
 
 
-# The sync triggers' WHEN asks whether this schema exists instead of reading the flag (revision 0006,
-# sql/functions/sync_switch_v1.sql): it must exist exactly while the kill switch is on, and stay empty.
-MIRROR = "billing_sync_enabled"
-MIRRORED_FLAG = "account_data_persistence"
+MIRROR = manifest.SWITCH_MIRROR_SCHEMA
+MIRRORED_FLAG = manifest.SWITCH_MIRROR_FLAG
 
 
 def check_switch_mirror(conn: psycopg.Connection) -> Check:
@@ -153,13 +151,14 @@ _MIRROR_STATE = """
 def check_function(expected: manifest.Function, live: LiveFunction | None) -> Check:
     subject = f"function {expected.signature}"
     path = resources.sql_path(expected.file)
+    stamp = definitions.stamp_function_sql(expected.signature)
     if live is None:
         revoke = f"REVOKE ALL ON FUNCTION {expected.signature} FROM PUBLIC"
-        return Check(subject, False, "missing", f'{PSQL} -1 -f {path} -c "{revoke}" -c "{_stamp_function(expected)}"')
+        return Check(subject, False, "missing", f'{PSQL} -1 -f {path} -c "{revoke}" -c "{stamp}"')
     problems = _function_problems(expected, live)
     if not problems:
         return Check(subject, True, f"{_function_traits(expected)}; definition as installed")
-    fix = f"{PSQL} -1 -f {path}" + ("" if live.stamp else f' -c "{_stamp_function(expected)}"')
+    fix = f"{PSQL} -1 -f {path}" + ("" if live.stamp else f' -c "{stamp}"')
     return Check(subject, False, "; ".join(problems), fix)
 
 
@@ -185,14 +184,10 @@ def _function_traits(expected: manifest.Function) -> str:
     return f"{runs_as}, {path}"
 
 
-def _stamp_function(expected: manifest.Function) -> str:
-    return f"SELECT billing_sync.stamp_definition_hash('pg_proc', '{expected.signature}'::regprocedure)"
-
-
 def check_trigger(expected: manifest.Trigger, live: LiveTrigger | None) -> Check:
     subject = f"trigger {expected.name} on {expected.table}"
     path = resources.sql_path(expected.file)
-    reinstall = f'-f {path} -c "{_stamp_trigger(expected)}"'
+    reinstall = f'-f {path} -c "{definitions.stamp_trigger_sql(expected.table, expected.name)}"'
     if live is None:
         return Check(subject, False, "missing", f"{PSQL} -1 {LOCK_TIMEOUT} {reinstall}")
     if live.drifted:
@@ -206,13 +201,6 @@ def check_trigger(expected: manifest.Trigger, live: LiveTrigger | None) -> Check
         enable = f'-c "ALTER TABLE {expected.table} ENABLE TRIGGER {expected.name}"'
         return Check(subject, False, f"{state}; definition as installed", f"{PSQL} {LOCK_TIMEOUT} {enable}")
     return Check(subject, True, f"{state}; definition as installed")
-
-
-def _stamp_trigger(expected: manifest.Trigger) -> str:
-    return (
-        "SELECT billing_sync.stamp_definition_hash('pg_trigger', t.oid) FROM pg_trigger t"
-        f" WHERE t.tgrelid = '{expected.table}'::regclass AND t.tgname = '{expected.name}'"
-    )
 
 
 # --- everything else in billing_sync ------------------------------------------------------------

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 PINNED_SEARCH_PATH = "search_path=pg_catalog, pg_temp"
 FLAGS = ("account_data_persistence",)
+# The sync triggers' WHEN asks whether this schema exists instead of reading the flag (revision 0006,
+# sql/functions/sync_switch_v1.sql): it must exist exactly while the kill switch of that flag is on, and stay empty.
+SWITCH_MIRROR_SCHEMA = "billing_sync_enabled"
+SWITCH_MIRROR_FLAG = "account_data_persistence"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from sync_admin.definitions import stamp_function_sql, stamp_trigger_sql
 from sync_admin.migration_ops import execute, lock_retries, run_sql_file
 
 revision: str = "0006"
@@ -42,24 +43,13 @@ OLD_FUNCTIONS = ("billing_sync.sync_customer_account()", "billing_sync.notify_sy
 OLD_TRIGGERS = ("billing_sync_customer_insert", "billing_sync_customer_update", "billing_sync_customer_skips")
 
 
-def stamp_function(signature: str) -> str:
-    return f"SELECT billing_sync.stamp_definition_hash('pg_catalog.pg_proc', '{signature}'::regprocedure)"
-
-
-def stamp_trigger(table: str, name: str) -> str:
-    return (
-        "SELECT billing_sync.stamp_definition_hash('pg_catalog.pg_trigger', t.oid) FROM pg_catalog.pg_trigger t"
-        f" WHERE t.tgrelid = '{table}'::regclass AND t.tgname = '{name}'"
-    )
-
-
 def install_functions(paths: Sequence[str], signatures: Sequence[str]) -> None:
     for path in paths:
         run_sql_file(path)
     # Functions are created EXECUTE-able by PUBLIC; these are for triggers only.
     for signature in signatures:
         op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
-        execute(stamp_function(signature))
+        execute(stamp_function_sql(signature))
 
 
 def drop_customer_triggers(names: Sequence[str]) -> None:
@@ -80,7 +70,7 @@ def upgrade() -> None:
     # (CREATE TRIGGER takes SHARE ROW EXCLUSIVE on feature_flags until this revision commits: flag changes
     # wait, the customer writes that read the flag do not).
     run_sql_file("triggers/feature_flags_sync_switch_v1.sql")
-    execute(stamp_trigger("billing_sync.feature_flags", "billing_sync_sync_switch"))
+    execute(stamp_trigger_sql("billing_sync.feature_flags", "billing_sync_sync_switch"))
     run_sql_file("schemas/billing_sync_enabled_v1.sql")
     # Last: DROP TRIGGER takes ACCESS EXCLUSIVE on the busy customers table (blocks readers and writers), so
     # with lock retries, held only until this revision commits, a few milliseconds later. The old and the new
@@ -89,8 +79,8 @@ def upgrade() -> None:
         drop_customer_triggers(OLD_TRIGGERS)
         run_sql_file("triggers/customers_billing_sync_insert_v2.sql")
         run_sql_file("triggers/customers_billing_sync_update_v2.sql")
-        execute(stamp_trigger("public.customers", "billing_sync_customer_insert"))
-        execute(stamp_trigger("public.customers", "billing_sync_customer_update"))
+        execute(stamp_trigger_sql("public.customers", "billing_sync_customer_insert"))
+        execute(stamp_trigger_sql("public.customers", "billing_sync_customer_update"))
         for signature in OLD_FUNCTIONS:
             # squawk warns that a dropped function may break its callers: these two were trigger functions,
             # revoked from PUBLIC and granted to no one, so their triggers (dropped above) were the only ones.
@@ -106,7 +96,7 @@ def downgrade() -> None:
         run_sql_file("triggers/customers_billing_sync_update_v1.sql")
         run_sql_file("triggers/customers_billing_sync_skips_v1.sql")
         for name in OLD_TRIGGERS:
-            execute(stamp_trigger("public.customers", name))
+            execute(stamp_trigger_sql("public.customers", name))
         op.execute("DROP FUNCTION billing_sync.sync_customers_inserted()")
         op.execute("DROP FUNCTION billing_sync.sync_customer_updated()")
         op.execute("DROP TRIGGER billing_sync_sync_switch ON billing_sync.feature_flags")
