@@ -42,6 +42,11 @@ STATEMENT_TIMEOUT_FACTOR = 10
 LOCK_TIMEOUT_MS = 500
 ATTEMPTS_PER_BATCH = 5
 RETRY_PAUSE_SECONDS = 0.1
+# The final sweep retries customers held by live transactions (it never waits for one) for this long before
+# it gives up with exit 1; they stay queued for `sync-admin heal`. Pauses between fruitless sweeps double.
+DEFAULT_SETTLE_SECONDS = 30.0
+SWEEP_PAUSE_FIRST = 0.05
+SWEEP_PAUSE_MAX = 1.0
 # The session advisory lock that keeps a second backfill out, a fixed 64-bit key (the first 8 bytes of
 # sha256("billing_sync.backfill")). In pg_locks: locktype 'advisory', classid 2341038657, objid 1885565920.
 ADVISORY_LOCK_KEY = -8392059601337224224
@@ -107,6 +112,7 @@ class Options:
     max_batch_seconds: float = DEFAULT_MAX_BATCH_SECONDS
     restart: bool = False
     actor: str | None = None
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -206,8 +212,10 @@ def _run_locked(conn: psycopg.Connection, options: Options, on_progress: Callabl
         return Result(None, False, None, 0.0, options.batch_size, 0, flag)
     current, abandoned, resumed = _open_run(conn, options)
     batches = _Batches(conn, current, options)
+    sweep = _Sweep(options.settle_seconds)
     try:
         while batches.run.status == "running":
+            before = batches.run
             batches.next()
             on_progress(
                 Progress(
@@ -218,13 +226,62 @@ def _run_locked(conn: psycopg.Connection, options: Options, on_progress: Callabl
                     batches.run.scanned - current.scanned,
                 )
             )
-            if batches.run.status == "running" and options.sleep:
+            if batches.run.status != "running":
+                break
+            if _sweeping(before):
+                sweep.after(before, batches.run, lambda: _still_out_of_state(conn))
+            elif options.sleep:
                 time.sleep(options.sleep)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; {_saved(batches.run)}") from None
     except psycopg.OperationalError as exc:
         raise SyncAdminError(f"lost the database connection ({mask(first_line(exc))}); {_saved(batches.run)}") from None
     return Result(batches.run, resumed, abandoned, time.monotonic() - started, batches.size, batches.retries, flag)
+
+
+def _sweeping(run: Run) -> bool:
+    """The run's id range is done: its batches are the final sweep (billing_sync.backfill_batch v2)."""
+    return run.max_id is None or (run.last_id is not None and run.last_id >= run.max_id)
+
+
+class _Sweep:
+    """The final sweep's patience: fruitless sweeps (every customer left, nothing changed) pause, doubling,
+    and after settle_seconds of them the run gives up with one line (exit 1); its progress stays saved."""
+
+    def __init__(self, settle_seconds: float) -> None:
+        self.settle_seconds = settle_seconds
+        self.pause = SWEEP_PAUSE_FIRST
+        self.stalled_since: float | None = None
+
+    def after(self, before: Run, run: Run, remaining: Callable[[], int]) -> None:
+        changed = (run.accounts_created, run.memberships_added, run.memberships_removed) != (
+            before.accounts_created,
+            before.memberships_added,
+            before.memberships_removed,
+        )
+        if changed or run.busy == before.busy:
+            self.pause, self.stalled_since = SWEEP_PAUSE_FIRST, None
+            return
+        now = time.monotonic()
+        self.stalled_since = now if self.stalled_since is None else self.stalled_since
+        if now - self.stalled_since >= self.settle_seconds:
+            raise SyncAdminError(
+                f"run #{run.id}: {remaining()} customers of the rollout are still out of their derived state after"
+                f" {self.settle_seconds:g}s of retries: open transactions hold them or their new accounts"
+                " (see pg_stat_activity); they are queued for `sync-admin heal`; run `sync-admin backfill` again to"
+                " finish the run"
+            )
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, SWEEP_PAUSE_MAX)
+
+
+def _still_out_of_state(conn: psycopg.Connection) -> int:
+    """Customers the sweep still has to do: the current cohort's drift and the queued repairs."""
+    row = conn.execute(
+        "SELECT count(*) FROM (SELECT unnest(billing_sync.drifted_customers(2147483647))"
+        " UNION SELECT customer_id FROM billing_sync.sync_repairs) c"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _on_for_anyone(flag: flags.Flag) -> bool:

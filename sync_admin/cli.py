@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 
 import click
 import psycopg
@@ -319,6 +320,14 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
     metavar="SECONDS",
     help=f"A batch running longer halves the next; {backfill.STATEMENT_TIMEOUT_FACTOR}x this is its statement_timeout.",
 )
+@click.option(
+    "--settle-seconds",
+    type=click.FloatRange(min=0),
+    default=backfill.DEFAULT_SETTLE_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the final sweep retries customers held by open transactions before it exits 1.",
+)
 @click.option("--dry-run", is_flag=True, help="Report what a backfill would change; change nothing.")
 @click.option("--restart", is_flag=True, help="Abandon an unfinished run and start over from the first customer.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -329,6 +338,7 @@ def backfill_command(
     batch_size: int,
     sleep: float,
     max_batch_seconds: float,
+    settle_seconds: float,
     dry_run: bool,
     restart: bool,
     fmt: str,
@@ -342,7 +352,7 @@ def backfill_command(
             preview = backfill.preview(conn)
             _emit(fmt, preview.as_json(), reports.preview_lines(preview))
             return
-        options = backfill.Options(batch_size, sleep, max_batch_seconds, restart, actor)
+        options = backfill.Options(batch_size, sleep, max_batch_seconds, restart, actor, settle_seconds)
         # With --format json stdout carries the summary only, so progress goes to stderr.
         with progress.reporter(err if fmt == "json" else out) as on_progress:
             result = backfill.run(conn, options, on_progress)
@@ -457,13 +467,67 @@ def events_prune(settings: Settings, older_than: str, dry_run: bool) -> None:
     metavar="SECONDS",
     help="A line with counts this often.",
 )
+@click.option("--heal", is_flag=True, help="Also run the repair service (`sync-admin heal`) in this process.")
 @pass_settings
-def watch_command(settings: Settings, heartbeat: float) -> None:
+def watch_command(settings: Settings, heartbeat: float, heal: bool) -> None:
     """Print each skipped customer write as it happens (LISTEN billing_sync_skips); SENTRY_DSN: report it there."""
+    from sync_admin import heal as healing
     from sync_admin import sentry, watch
 
+    healer = None
+    if heal:
+        healer = healing.start_in_background(settings.url(), healing.Options(), _heal_line, _warn)
     reporter = sentry.from_environment()
-    watch.watch(settings.url(), watch.Options(heartbeat=heartbeat), click.echo, _warn, reporter)
+    try:
+        watch.watch(settings.url(), watch.Options(heartbeat=heartbeat), click.echo, _warn, reporter)
+    finally:
+        if healer is not None:
+            healer.stop()
+
+
+@cli.command("heal")
+@click.option("--once", is_flag=True, help="Drain the queue and exit: 0 when empty, 1 when customers are still held.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=500,
+    show_default=True,
+    metavar="N",
+    help="Queued repairs per pass; each pass is one short transaction.",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Read the queue at least this often (notifications only wake the service early).",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --once: how long to keep retrying customers held by open transactions.",
+)
+@pass_settings
+def heal_command(settings: Settings, once: bool, batch_size: int, poll: float, max_seconds: float) -> None:
+    """Repair what the sync had to leave (billing_sync.sync_repairs), as soon as the transactions holding it end."""
+    from sync_admin import heal as healing
+
+    options = healing.Options(batch_size=batch_size, poll=poll)
+    if once:
+        result = healing.heal_once(settings.url(), options, max_seconds)
+        click.echo(f"heal: repaired {result.repaired} customers in {result.seconds:.1f}s; the queue is empty")
+        return
+    healing.serve(settings.url(), options, _heal_line, _warn)
+
+
+def _heal_line(line: str) -> None:
+    from sync_admin.events_render import timestamp
+
+    click.echo(f"{timestamp(datetime.now().astimezone())} heal: {line}")
 
 
 def _warn(line: str) -> None:

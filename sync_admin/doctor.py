@@ -63,7 +63,7 @@ def run(conn: psycopg.Connection) -> Report:
         skipped = Check("objects", False, "not checked: they are checked at the head revision", alembic.fix)
         return Report((alembic, skipped))
     functions, triggers = definitions.read(conn)
-    checks = [alembic, *check_flags(conn), check_switch_mirror(conn)]
+    checks = [alembic, *check_flags(conn), check_switch_mirror(conn), check_repair_queue(conn)]
     checks += [check_function(expected, functions.get(expected.signature)) for expected in manifest.FUNCTIONS]
     checks += [check_trigger(expected, triggers.get((expected.table, expected.name))) for expected in manifest.TRIGGERS]
     checks += check_relations(conn)
@@ -146,6 +146,32 @@ _MIRROR_STATE = """
 
 
 # --- functions and triggers ---------------------------------------------------------------------
+
+
+# A queued repair older than this means nothing is repairing the queue (or an open transaction holds it).
+REPAIR_QUEUE_MAX_AGE_SECONDS = 60
+
+
+def check_repair_queue(conn: psycopg.Connection) -> Check:
+    """What the sync had to leave is repaired within seconds while `sync-admin heal` runs: an old queue row
+    means it does not run (or a long transaction holds the customer)."""
+    row = conn.execute(
+        "SELECT count(*), count(DISTINCT customer_id), extract(epoch FROM now() - min(recorded_at))"
+        " FROM billing_sync.sync_repairs"
+    ).fetchone()
+    rows, customers, age = (row[0], row[1], row[2]) if row else (0, 0, None)
+    if not rows:
+        return Check("repair queue", True, "empty")
+    detail = f"{customers} customers queued, the oldest {float(age):.0f}s ago"
+    if float(age) <= REPAIR_QUEUE_MAX_AGE_SECONDS:
+        return Check("repair queue", True, detail)
+    return Check(
+        "repair queue",
+        False,
+        f"{detail}: keep `sync-admin heal` (or `watch --heal`) running; if it runs, a long transaction holds them"
+        " (pg_stat_activity)",
+        "sync-admin heal --once",
+    )
 
 
 def check_function(expected: manifest.Function, live: LiveFunction | None) -> Check:

@@ -66,8 +66,6 @@ def qualified(signature: str, file: str, revision: str) -> Function:
 
 FUNCTIONS = (
     qualified("billing_sync.normalize_zuora_account_id(text)", "functions/normalize_zuora_account_id_v1.sql", "0001"),
-    qualified("billing_sync.account_lock_key(text)", "functions/account_lock_key_v1.sql", "0001"),
-    invoker("billing_sync.create_billing_account(text)", "functions/create_billing_account_v1.sql", "0001"),
     invoker("billing_sync.touch_updated_at()", "functions/touch_updated_at_v1.sql", "0001"),
     definer("billing_sync.record_feature_flag_event()", "functions/record_feature_flag_event_v1.sql", "0001"),
     invoker("billing_sync.forbid_truncate()", "functions/forbid_truncate_v1.sql", "0001"),
@@ -75,12 +73,18 @@ FUNCTIONS = (
     qualified("billing_sync.unleash_bucket(text,bigint)", "functions/unleash_bucket_v1.sql", "0002"),
     definer("billing_sync.flag_enabled_for(text,bigint)", "functions/flag_enabled_for_v1.sql", "0002"),
     qualified("billing_sync.customers_in_rollout(text)", "functions/customers_in_rollout_v1.sql", "0003"),
-    definer("billing_sync.backfill_batch(bigint,integer)", "functions/backfill_batch_v1.sql", "0003"),
+    definer("billing_sync.backfill_batch(bigint,integer)", "functions/backfill_batch_v2.sql", "0007"),
     definer("billing_sync.account_drift(integer)", "functions/account_drift_v1.sql", "0003"),
     invoker("billing_sync.stamp_definition_hash(regclass,oid)", "functions/stamp_definition_hash_v1.sql", "0004"),
     definer("billing_sync.sync_switch()", "functions/sync_switch_v1.sql", "0006"),
-    definer("billing_sync.sync_customers_inserted()", "functions/sync_customers_inserted_v1.sql", "0006"),
-    definer("billing_sync.sync_customer_updated()", "functions/sync_customer_updated_v1.sql", "0006"),
+    definer("billing_sync.sync_customers_inserted()", "functions/sync_customers_inserted_v2.sql", "0007"),
+    definer("billing_sync.sync_customer_updated()", "functions/sync_customer_updated_v2.sql", "0007"),
+    invoker("billing_sync.claim_account(text)", "functions/claim_account_v1.sql", "0007"),
+    invoker("billing_sync.claim_accounts(text[])", "functions/claim_accounts_v1.sql", "0007"),
+    invoker("billing_sync.resolve_account(text)", "functions/resolve_account_v1.sql", "0007"),
+    definer("billing_sync.sync_customers(bigint[])", "functions/sync_customers_v1.sql", "0007"),
+    definer("billing_sync.drifted_customers(integer)", "functions/drifted_customers_v1.sql", "0007"),
+    definer("billing_sync.repair_queued(integer,bigint)", "functions/repair_queued_v1.sql", "0007"),
 )
 
 TRIGGERS = (
@@ -142,4 +146,10 @@ RELATIONS = (
     Relation("billing_sync.sync_events_pkey", "index", "tables/sync_events_v1.sql", "0004"),
     Relation("billing_sync.sync_events_id_seq", "sequence", "tables/sync_events_v1.sql", "0004"),
     Relation("billing_sync.sync_events_occurred_at_idx", "index", "indexes/sync_events_occurred_at_idx_v1.sql", "0004"),
+    Relation("billing_sync.sync_repairs", "table", "tables/sync_repairs_v1.sql", "0007"),
+    Relation("billing_sync.sync_repairs_pkey", "index", "tables/sync_repairs_v1.sql", "0007"),
+    Relation("billing_sync.sync_repairs_id_seq", "sequence", "tables/sync_repairs_v1.sql", "0007"),
+    Relation(
+        "billing_sync.sync_repairs_customer_id_idx", "index", "indexes/sync_repairs_customer_id_idx_v1.sql", "0007"
+    ),
 )

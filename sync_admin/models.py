@@ -223,3 +223,19 @@ class SyncEvent(Base):
     application_name: Mapped[str | None] = mapped_column(
         Text, server_default=text("NULLIF(current_setting('application_name'::text, true), ''::text)")
     )
+
+
+class SyncRepair(Base):
+    """A customer the sync had to leave, waiting for the repair (revision 0007; sql/tables/sync_repairs_v1.sql)."""
+
+    __tablename__ = "sync_repairs"
+    __table_args__ = (
+        Index("sync_repairs_customer_id_idx", "customer_id"),
+        {"schema": SYNC_SCHEMA},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    recorded_at: Mapped[datetime] = _timestamp(text("clock_timestamp()"))
+    transaction_id: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -43,8 +43,8 @@ def backfill_lines(result: backfill.Result) -> list[str]:
     )
     if run.busy:
         lines.append(
-            f"  left for later:   {run.busy:,} customers whose new billing account a live write was creating;"
-            " run `sync-admin backfill` again to reach them"
+            f"  retried:          {run.busy:,} customers held by live transactions (or their new accounts) were"
+            " skipped, never waited for, and done by the final sweep"
         )
     if not run.changed:
         if not run.busy:

@@ -5,7 +5,9 @@
    (from the audit log, billing_sync.feature_flag_events);
 3. zero drift (the `sync-admin verify` report);
 4. no sync skips: none recorded in billing_sync.sync_events since the everyone period began, and no
-   customer in the rollout whose value is not blank and not an account.
+   customer in the rollout whose value is not blank and not an account. An account_contended skip whose
+   customer the repair has since done (nothing left in billing_sync.sync_repairs for it) does not count:
+   contention is the sync's normal way of never waiting, and the repair (`sync-admin heal`) closes it.
 Ready to release the flag only when all four pass.
 """
 
@@ -153,7 +155,10 @@ def recorded_skips(conn: psycopg.Connection, since: datetime | None) -> Recorded
     if since is None:
         return RecordedSkips(0, "")
     rows = conn.execute(
-        "SELECT reason, count(*) FROM billing_sync.sync_events WHERE occurred_at >= %s GROUP BY reason ORDER BY 2 DESC",
+        "SELECT e.reason, count(*) FROM billing_sync.sync_events e WHERE e.occurred_at >= %s"
+        " AND NOT (e.reason = 'account_contended'"
+        " AND NOT EXISTS (SELECT 1 FROM billing_sync.sync_repairs q WHERE q.customer_id = e.customer_id))"
+        " GROUP BY e.reason ORDER BY 2 DESC",
         (since,),
     ).fetchall()
     return RecordedSkips(sum(count for _, count in rows), ", ".join(f"{reason}: {count}" for reason, count in rows))

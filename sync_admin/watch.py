@@ -172,7 +172,7 @@ def watch(url: str, options: Options, emit: Emit, warn: Emit, reporter: SentryRe
     watcher = Watcher(url, options, emit, warn, reporter)
     target = f"; reporting to Sentry at {reporter.target}" if reporter else ""
     try:
-        with _sigterm_stops():
+        with sigterm_stops():
             watcher.connect()
             emit(
                 f"{timestamp(watcher.alive_at or datetime.now().astimezone())} watching channel {events.CHANNEL}"
@@ -211,7 +211,7 @@ def _connect(url: str) -> psycopg.Connection:
 
 
 @contextmanager
-def _sigterm_stops() -> Iterator[None]:
+def sigterm_stops() -> Iterator[None]:
     """SIGTERM (systemd, Kubernetes) stops the watch like Ctrl-C does."""
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -96,3 +96,13 @@ def outcome(future: Future) -> object:
         return future.result(timeout=WAIT_SECONDS)
     except psycopg.Error as exc:
         return exc
+
+
+def repair(conn: psycopg.Connection) -> int:
+    """One pass of the repair service over the whole queue (`sync-admin heal`); the rows still queued."""
+    return conn.execute("SELECT still_queued FROM billing_sync.repair_queued(100000)").fetchone()[0]
+
+
+def queued(conn: psycopg.Connection) -> list[tuple[int, str]]:
+    """The repair queue: (customer id, reason), in order."""
+    return conn.execute("SELECT customer_id, reason FROM billing_sync.sync_repairs ORDER BY id").fetchall()

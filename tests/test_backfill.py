@@ -300,7 +300,7 @@ def test_a_second_backfill_is_refused_while_another_holds_the_lock(conn, connect
     assert_synced(conn)
 
 
-def test_a_customer_locked_by_a_long_transaction_fails_its_batch_after_retries_then_resume_finishes(
+def test_a_customer_held_by_a_long_transaction_is_skipped_not_waited_for_then_the_next_run_finishes(
     conn, connect, capsys, db_url
 ):
     ids = add_customers(conn, [f"A{i % 40}" for i in range(300)])
@@ -308,21 +308,27 @@ def test_a_customer_locked_by_a_long_transaction_fails_its_batch_after_retries_t
     blocker = connect(autocommit=False)  # a live transaction that keeps customer #201 locked
     blocker.execute("SELECT 1 FROM customers WHERE id = %s FOR UPDATE", (ids[200],))
 
-    code, _, err = backfill_cli(capsys, db_url, "--batch-size", "100")
+    code, _, err = backfill_cli(capsys, db_url, "--batch-size", "100", "--settle-seconds", "0.5")
 
     assert code == 1
     assert err.strip().splitlines() == [
-        f"error: batch after customer id {ids[199]} failed {backfill.ATTEMPTS_PER_BATCH} times, last with"
-        f" canceling statement due to lock timeout; run #1 has customers up to id {ids[199]} done and saved;"
-        " run `sync-admin backfill` to resume when the load is lower"
+        "error: run #1: 1 customers of the rollout are still out of their derived state after 0.5s of retries:"
+        " open transactions hold them or their new accounts (see pg_stat_activity); they are queued for"
+        " `sync-admin heal`; run `sync-admin backfill` again to finish the run"
     ]
-    assert memberships_of(conn, set(ids[:200])) == {(c, f"A{i % 40}") for i, c in enumerate(ids[:200])}
-    assert memberships_of(conn, set(ids[200:])) == set()
+    others = set(ids) - {ids[200]}
+    assert memberships_of(conn, others) == {(c, f"A{i % 40}") for i, c in enumerate(ids) if c != ids[200]}
+    assert memberships_of(conn, {ids[200]}) == set()
+    assert conn.execute("SELECT customer_id, reason FROM billing_sync.sync_repairs").fetchall() == [
+        (ids[200], "backfill_left")
+    ]
+    assert run_row(conn)["status"] == "running"
 
     blocker.rollback()
     code, _, err = backfill_cli(capsys, db_url, "--batch-size", "100")
     assert code == 0, err
     assert_synced(conn)
+    assert conn.execute("SELECT count(*) FROM billing_sync.sync_repairs").fetchone()[0] == 0
 
 
 # --- live traffic -------------------------------------------------------------------------------
@@ -462,12 +468,13 @@ def test_a_new_account_a_live_write_is_creating_is_left_for_the_next_run_without
     live = connect(autocommit=False)
     live.execute("INSERT INTO customers (email, zuora_account_id) VALUES ('live@example.com', 'NEW-X')")
     try:
-        code, out, _ = backfill_cli(capsys, db_url)  # would block (and fail after retries) if it waited
-        assert code == 0
-        assert "1 customers whose new billing account a live write was creating" in out
+        code, _, err = backfill_cli(capsys, db_url, "--settle-seconds", "0.2")  # would block if it waited
+        assert code == 1
+        assert "1 customers of the rollout are still out of their derived state" in err
         assert memberships_of(conn, rollout_ids(conn)) == set()
     finally:
         live.commit()
     code, out, _ = backfill_cli(capsys, db_url)
     assert code == 0
+    assert "were skipped, never waited for, and done by the final sweep" in out
     assert_synced(conn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -275,3 +276,27 @@ def test_a_dumped_and_restored_database_passes(conn, capsys, db_url):
         assert_clean(capsys, target)
     finally:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_doctor_flags_a_repair_queue_nobody_repairs_and_its_fix_empties_it(conn, capsys, db_url):
+    from helpers import flag_on, insert_customer, run_cli
+
+    flag_on(conn)
+    customer = insert_customer(conn, "A-1")
+    conn.execute("DELETE FROM public.billing_account_memberships")
+    conn.execute(
+        "INSERT INTO billing_sync.sync_repairs (customer_id, reason, transaction_id, recorded_at)"
+        " VALUES (%s, 'backfill_left', 1, now() - interval '5 minutes')",
+        (customer,),
+    )
+    code, out, _ = run_cli(capsys, db_url, "doctor")
+    assert code == 1
+    assert "FAIL  repair queue: 1 customers queued, the oldest 300s ago: keep `sync-admin heal`" in out
+    assert "      fix: sync-admin heal --once" in out
+
+    code, out, _ = run_cli(capsys, db_url, "heal", "--once")
+    assert code == 0
+    assert re.fullmatch(r"heal: repaired 1 customers in \d+\.\ds; the queue is empty", out.strip()), out
+    code, out, _ = run_cli(capsys, db_url, "doctor")
+    assert code == 0
+    assert "ok    repair queue: empty" in out

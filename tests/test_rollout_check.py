@@ -163,6 +163,26 @@ def test_skips_recorded_before_the_everyone_period_began_do_not_count(conn, caps
     assert "no skip recorded since the everyone period began" in out
 
 
+def test_a_contended_skip_counts_until_the_repair_has_done_its_customer(conn, capsys, db_url, connect, released):
+    """Contention is how the sync avoids waiting; the repair closes it. Until then it blocks the release."""
+    creator = connect(autocommit=False)
+    insert_customer(creator, "NEW-1")  # holds the claim on NEW-1
+    contended = insert_customer(conn, "NEW-1")
+    creator.commit()
+    days_pass(conn, 25)
+
+    code, out, _ = check(capsys, db_url)
+    assert code == 1
+    assert "1 skips recorded since the everyone period began (account_contended: 1)" in out
+
+    assert conn.execute("SELECT still_queued FROM billing_sync.repair_queued(100)").fetchone() == (0,)
+    code, out, _ = check(capsys, db_url)
+    assert code == 0, out
+    assert conn.execute(
+        "SELECT count(*) FROM billing_account_memberships WHERE customer_id = %s", (contended,)
+    ).fetchone() == (1,)
+
+
 @pytest.mark.parametrize("args", [["--min-hours", "-1"], ["--min-hours", "a day"], ["--format", "xml"]])
 def test_bad_input_exits_2_with_one_line(conn, capsys, db_url, args):
     code, out, err = check(capsys, db_url, *args)

@@ -30,13 +30,16 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTP
 
 
 class WatchProcess:
-    """`python -m sync_admin.cli watch` in a subprocess, its output read line by line."""
+    """`python -m sync_admin.cli watch` (or another long-running command) in a subprocess, its output read line
+    by line."""
 
-    def __init__(self, db_url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, db_url: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ("watch", "--heartbeat", "0.5")
+    ) -> None:
         environment = {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES and k != "SENTRY_DSN"}
         environment |= {"NO_PROXY": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sync_admin.cli", "--database-url", db_url, "watch", "--heartbeat", "0.5"],
+            [sys.executable, "-m", "sync_admin.cli", "--database-url", db_url, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -27,6 +27,8 @@ depends_on: str | Sequence[str] | None = None
 OBJECTS = (
     # An existing customers table is adopted; checked first so that one that does not fit installs nothing.
     "checks/customers_adoptable_v1.sql",
+    # A precondition added by issue 11 (it installs nothing): a partitioned customers table is refused.
+    "checks/customers_not_partitioned_v1.sql",
     "schemas/billing_sync_v1.sql",
     "tables/customers_v1.sql",
     "tables/billing_accounts_v1.sql",
