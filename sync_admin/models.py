@@ -96,16 +96,9 @@ class BillingAccountMembership(Base):
         ForeignKey("billing_accounts.id", name="billing_account_memberships_billing_account_id_fkey"),
         nullable=False,
     )
-    customer_id: Mapped[int] = mapped_column(
-        BigInteger,
-        ForeignKey(
-            "customers.id",
-            name="billing_account_memberships_customer_id_fkey",
-            ondelete="CASCADE",
-            onupdate="CASCADE",
-        ),
-        nullable=False,
-    )
+    # No foreign key since revision 0007: the triggers billing_sync_customer_delete and _rekey on customers do
+    # what its cascade did (sql/functions/sync_customer_removed_v1.sql says why).
+    customer_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     created_at: Mapped[datetime] = _timestamp()
     updated_at: Mapped[datetime] = _timestamp()
 

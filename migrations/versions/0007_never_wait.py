@@ -14,20 +14,24 @@ Create Date: 2026-11-30
   billing_sync.sync_customers is the repair (`sync-admin heal`, the backfill), which never waits either.
 * The backfill (backfill_batch v2) leaves what a live transaction holds instead of waiting for it, and ends
   with a sweep of the current cohort (drifted_customers) and the queue: a run finishes only when both are clean.
+* The foreign key from billing_account_memberships to customers goes: under snapshot isolation its cascade
+  failed a customer DELETE whose memberships a repair had written after the snapshot. Two row triggers
+  (billing_sync.sync_customer_removed) do what ON DELETE / ON UPDATE CASCADE did, or queue the customer.
 * A partitioned customers table is refused, before anything changes.
 
-No trigger is created or dropped: the customers triggers of 0006 call the same function names, replaced with
-CREATE OR REPLACE FUNCTION, which locks no table. A customer write running while this commits uses either the
-old functions or the new ones, never a mix within one call.
-Downgrading restores the 0006 functions and drops the queue (what is queued then waits for the backfill).
+The insert and update triggers of 0006 stay: they call the same function names, replaced with CREATE OR REPLACE
+FUNCTION, which locks no table. The two new triggers and the dropped foreign key lock customers and the
+memberships (ACCESS EXCLUSIVE, last, under lock retries, a few milliseconds until this revision commits).
+Downgrading restores the 0006 functions, the foreign key (orphaned memberships deleted first, then validated)
+and drops the queue (what is queued then waits for the backfill).
 """
 
 from collections.abc import Sequence
 
 from alembic import op
 
-from sync_admin.definitions import stamp_function_sql
-from sync_admin.migration_ops import execute, run_sql_file
+from sync_admin.definitions import stamp_function_sql, stamp_trigger_sql
+from sync_admin.migration_ops import execute, lock_retries, run_sql_file
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -42,7 +46,13 @@ NEW_FUNCTIONS = (
     ("functions/sync_customers_v1.sql", "billing_sync.sync_customers(bigint[])"),
     ("functions/drifted_customers_v1.sql", "billing_sync.drifted_customers(integer)"),
     ("functions/repair_queued_v1.sql", "billing_sync.repair_queued(integer,bigint)"),
+    ("functions/sync_customer_removed_v1.sql", "billing_sync.sync_customer_removed()"),
 )
+NEW_TRIGGERS = (
+    ("triggers/customers_billing_sync_delete_v1.sql", "billing_sync_customer_delete"),
+    ("triggers/customers_billing_sync_rekey_v1.sql", "billing_sync_customer_rekey"),
+)
+MEMBERSHIPS_FKEY = "billing_account_memberships_customer_id_fkey"
 REPLACED_FUNCTIONS = (
     ("functions/backfill_batch_v2.sql", "functions/backfill_batch_v1.sql",
      "billing_sync.backfill_batch(bigint,integer)"),
@@ -76,9 +86,26 @@ def upgrade() -> None:
         # squawk warns that a dropped function may break its callers: these were revoked from PUBLIC and called
         # only by the sync functions replaced above.
         execute(f"-- squawk-ignore ban-drop-function\nDROP FUNCTION {signature}")
+    # Last: the triggers that replace the cascade, and the foreign key's drop, in one step, so that no customer
+    # delete falls between them (ACCESS EXCLUSIVE on both tables for the milliseconds until this commits).
+    with lock_retries("public.customers", "public.billing_account_memberships", mode="ACCESS EXCLUSIVE"):
+        for path, name in NEW_TRIGGERS:
+            run_sql_file(path)
+            execute(stamp_trigger_sql("public.customers", name))
+        op.execute(f"ALTER TABLE public.billing_account_memberships DROP CONSTRAINT {MEMBERSHIPS_FKEY}")
 
 
 def downgrade() -> None:
+    with lock_retries("public.customers", "public.billing_account_memberships", mode="ACCESS EXCLUSIVE"):
+        for _path, name in NEW_TRIGGERS:
+            op.execute(f"DROP TRIGGER {name} ON public.customers")
+        # The cascade's job, for what a delete under snapshot isolation left to the repair.
+        op.execute(
+            "DELETE FROM public.billing_account_memberships m"
+            " WHERE NOT EXISTS (SELECT 1 FROM public.customers c WHERE c.id = m.customer_id)"
+        )
+        run_sql_file("constraints/billing_account_memberships_customer_id_fkey_v1.sql")  # NOT VALID
+    op.execute(f"ALTER TABLE public.billing_account_memberships VALIDATE CONSTRAINT {MEMBERSHIPS_FKEY}")
     # account_lock_key first: create_billing_account v1 and the v1 sync functions call it.
     for path, signature in reversed(DROPPED_FUNCTIONS):
         install(path, signature)

@@ -3,8 +3,8 @@
 -- issue 11): the customers billing_sync.account_drift counts as missing billing account, missing membership,
 -- stale or duplicate membership. The backfill's final sweep repairs them, so that a run is finished only when
 -- the current cohort is in its derived state, whatever changed while it ran (the gates, writes while the flag
--- was off, writes left to the repair). Memberships of customers that are gone are not listed: there is no
--- customer to repair (their foreign key removes them; only a bypassed constraint leaves them).
+-- was off, writes left to the repair), and customers that are gone but still have memberships (a delete under
+-- snapshot isolation leaves them to the repair: billing_sync.sync_customer_removed).
 -- Set-based, EXCEPT ALL in both directions like account_drift (shared field notes 6): one pass over the
 -- cohort and the memberships, memory bounded by work_mem (hash or sort spills to disk).
 CREATE OR REPLACE FUNCTION billing_sync.drifted_customers(max_count integer)
@@ -31,6 +31,11 @@ AS $function$
         (SELECT customer_id, account FROM derived EXCEPT ALL SELECT customer_id, account FROM actual)
         UNION ALL
         (SELECT customer_id, account FROM actual EXCEPT ALL SELECT customer_id, account FROM derived)
+        UNION ALL
+        -- memberships whose customer is gone (a delete under snapshot isolation leaves them to the repair)
+        SELECT m.customer_id, NULL
+        FROM public.billing_account_memberships m
+        WHERE NOT EXISTS (SELECT 1 FROM public.customers c WHERE c.id = m.customer_id)
     )
     SELECT coalesce(array_agg(d.customer_id ORDER BY d.customer_id), '{}')
     FROM (SELECT DISTINCT x.customer_id FROM differing x ORDER BY x.customer_id LIMIT drifted_customers.max_count) d

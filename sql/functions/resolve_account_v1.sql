@@ -25,11 +25,10 @@ BEGIN
     -- With the claim held no other transaction has an uncommitted insert of ACCOUNT, so this cannot wait.
     -- Under READ COMMITTED a row committed since the lookup is a conflict: nothing is inserted, and the next
     -- statement's snapshot sees it. (Under REPEATABLE READ the sync never gets here: it defers to the repair.)
+    -- No RETURNING: PostgreSQL refuses INSERT ... RETURNING on a table with a DO INSTEAD rule (the customer write
+    -- would fail); the lookup after it, a new statement, sees the row inserted or committed meanwhile.
     INSERT INTO public.billing_accounts (zuora_account_id) VALUES (account)
-    ON CONFLICT (zuora_account_id) DO NOTHING
-    RETURNING id INTO account_id;
-    IF account_id IS NULL THEN
-        SELECT a.id INTO account_id FROM public.billing_accounts a WHERE a.zuora_account_id = account;
-    END IF;
+    ON CONFLICT (zuora_account_id) DO NOTHING;
+    SELECT a.id INTO account_id FROM public.billing_accounts a WHERE a.zuora_account_id = account;
 END;
 $function$;

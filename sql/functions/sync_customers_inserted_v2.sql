@@ -42,7 +42,7 @@ DECLARE
     ids bigint[];
     raws text[];
     claimed text[];
-    unwritten bigint[];
+    account_ids bigint[];
     queued bigint := 0;
     first_event bigint;
     unwritten_event bigint;
@@ -87,32 +87,33 @@ BEGIN
             END IF;
 
             -- A new statement (a new snapshot): it sees the accounts just created and those committed meanwhile.
-            WITH resolved AS MATERIALIZED (
-                SELECT u.id, u.raw, n.account, a.id AS account_id
-                FROM unnest(ids, raws) AS u(id, raw)
-                CROSS JOIN LATERAL (SELECT billing_sync.normalize_zuora_account_id(u.raw) AS account) n
-                LEFT JOIN public.billing_accounts a ON a.zuora_account_id = n.account
-            ),
-            to_add AS MATERIALIZED (
-                SELECT r.account_id, r.id FROM resolved r WHERE r.account_id IS NOT NULL
-            ),
-            added AS (
-                INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
-                SELECT t.account_id, t.id FROM to_add t
-                ON CONFLICT (customer_id, billing_account_id) DO NOTHING
-                RETURNING customer_id
-            ),
-            skipped AS MATERIALIZED (
+            account_ids := ARRAY(
+                SELECT a.id
+                FROM unnest(raws) WITH ORDINALITY AS u(raw, position)
+                LEFT JOIN public.billing_accounts a ON a.zuora_account_id = billing_sync.normalize_zuora_account_id(u.raw)
+                ORDER BY u.position
+            );
+            -- No RETURNING: PostgreSQL refuses INSERT ... RETURNING on a table with a DO INSTEAD rule, which would
+            -- fail the customer write; the row count says whether every membership was written.
+            INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
+            SELECT u.account_id, u.id
+            FROM unnest(ids, account_ids) AS u(id, account_id)
+            WHERE u.account_id IS NOT NULL
+            ON CONFLICT (customer_id, billing_account_id) DO NOTHING;
+            GET DIAGNOSTICS written = ROW_COUNT;
+
+            WITH skipped AS MATERIALIZED (
                 -- An account that is still missing was claimed by another transaction (contended), or was
                 -- claimed here and still could not be created (unresolved).
-                SELECT r.id, r.raw,
-                       CASE WHEN r.account IS NULL THEN 'not_an_account'
-                            WHEN r.account IN (SELECT c.account FROM unnest(claimed) AS c(account))
+                SELECT u.id, u.raw,
+                       CASE WHEN n.account IS NULL THEN 'not_an_account'
+                            WHEN n.account IN (SELECT c.account FROM unnest(claimed) AS c(account))
                             THEN 'account_unresolved'
                             ELSE 'account_contended' END AS reason
-                FROM resolved r
-                WHERE r.account_id IS NULL
-                  AND (r.account IS NOT NULL OR pg_catalog.btrim(r.raw, E' \t\n\r\x0b\f') <> '')
+                FROM unnest(ids, raws, account_ids) AS u(id, raw, account_id)
+                CROSS JOIN LATERAL (SELECT billing_sync.normalize_zuora_account_id(u.raw) AS account) n
+                WHERE u.account_id IS NULL
+                  AND (n.account IS NOT NULL OR pg_catalog.btrim(u.raw, E' \t\n\r\x0b\f') <> '')
             ),
             events AS (
                 INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)
@@ -130,27 +131,21 @@ BEGIN
                 ORDER BY s.id
                 RETURNING id
             )
-            -- The customers whose membership insert wrote nothing (computed only when there are any).
-            SELECT CASE WHEN (SELECT count(*) FROM added) < (SELECT count(*) FROM to_add)
-                        THEN ARRAY(SELECT t.id FROM to_add t EXCEPT ALL SELECT a.customer_id FROM added a) END,
-                   (SELECT min(e.id) FROM events e),
-                   (SELECT count(*) FROM repairs)
-            INTO unwritten, first_event, queued;
+            SELECT (SELECT min(e.id) FROM events e), (SELECT count(*) FROM repairs)
+            INTO first_event, queued;
 
-            IF unwritten IS NOT NULL THEN
-                -- Fine where the membership is there now; otherwise something suppressed the insert (a rule or
-                -- another trigger).
+            -- Fewer written than resolved: fine where the membership is there (it was already); otherwise
+            -- something suppressed the insert (a rule or another trigger). Checked only then.
+            IF written < (SELECT count(*) FROM unnest(account_ids) AS a(id) WHERE a.id IS NOT NULL) THEN
                 WITH events AS (
                     INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)
                     SELECT u.id, 'INSERT', 'membership_unwritten', pg_catalog."left"(u.raw, 200),
                            pg_catalog.length(u.raw), pg_catalog.txid_current()
-                    FROM unnest(ids, raws) AS u(id, raw)
-                    WHERE u.id = ANY (unwritten)
+                    FROM unnest(ids, raws, account_ids) AS u(id, raw, account_id)
+                    WHERE u.account_id IS NOT NULL
                       AND NOT EXISTS (
                           SELECT 1 FROM public.billing_account_memberships m
-                          JOIN public.billing_accounts a ON a.id = m.billing_account_id
-                          WHERE m.customer_id = u.id
-                            AND a.zuora_account_id = billing_sync.normalize_zuora_account_id(u.raw))
+                          WHERE m.customer_id = u.id AND m.billing_account_id = u.account_id)
                     ORDER BY u.id
                     RETURNING id
                 )

@@ -2,8 +2,8 @@
 -- state as the customer row is now (revision 0007, issue 11): if account_data_persistence is on for it now,
 -- a member of exactly the billing account its zuora_account_id normalises to (none when it has none), the
 -- account created if missing; if the flag is off for it now, nothing is written (the sync does not maintain
--- it). Customers that no longer exist are done (their memberships went with them). Every customer done also
--- loses its rows in billing_sync.sync_repairs.
+-- it). Customers that no longer exist lose the memberships they still have (a delete under snapshot isolation
+-- leaves them to the repair). Every customer done also loses its rows in billing_sync.sync_repairs.
 -- Returns what it did, and left_ids: the customers it could not do now, because a live transaction holds the
 -- customer row or the claim on its new account. Callers retry those later (`sync-admin heal`, the backfill).
 --
@@ -40,6 +40,7 @@ DECLARE
     missing text[];
     claimed text[];
     done_ids bigint[];
+    removed integer;
 BEGIN
     IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'billing_sync.sync_customers must run under READ COMMITTED, not %',
@@ -74,6 +75,18 @@ BEGIN
         SELECT u.id FROM unnest(locked_ids) AS u(id)
         ORDER BY 1
     );
+
+    -- Gone (deleted and committed): their memberships go too (under snapshot isolation the delete trigger,
+    -- billing_sync.sync_customer_removed, leaves them to this repair). Rows another repairer is deleting are
+    -- skipped, not waited for.
+    DELETE FROM public.billing_account_memberships m
+    WHERE m.id IN (
+        SELECT o.id FROM public.billing_account_memberships o
+        WHERE o.customer_id = ANY (customer_ids)
+          AND NOT EXISTS (SELECT 1 FROM public.customers c WHERE c.id = o.customer_id)
+        FOR UPDATE SKIP LOCKED
+    );
+    GET DIAGNOSTICS memberships_removed = ROW_COUNT;
 
     -- 2. Missing accounts, claimed without waiting and created in value order (never updated).
     missing := ARRAY(
@@ -110,7 +123,8 @@ BEGIN
       AND NOT EXISTS (
           SELECT 1 FROM public.billing_accounts a
           WHERE a.id = m.billing_account_id AND a.zuora_account_id = l.account);
-    GET DIAGNOSTICS memberships_removed = ROW_COUNT;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    memberships_removed := memberships_removed + removed;
 
     INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
     SELECT a.id, l.id
