@@ -135,6 +135,8 @@ class Result:
     batch_size: int
     retries: int
     flag: flags.Flag
+    # Customers written during the run whose own write queued their repair (in flight, for `sync-admin heal`).
+    in_flight: int = 0
 
     @property
     def changed(self) -> bool:
@@ -150,6 +152,7 @@ class Result:
             "final_batch_size": self.batch_size,
             "retries": self.retries,
             "flag_off_for_everyone": self.run is None,
+            "in_flight_repairs": self.in_flight,
         }
 
 
@@ -236,7 +239,15 @@ def _run_locked(conn: psycopg.Connection, options: Options, on_progress: Callabl
         raise Interrupted(f"interrupted; {_saved(batches.run)}") from None
     except psycopg.OperationalError as exc:
         raise SyncAdminError(f"lost the database connection ({mask(first_line(exc))}); {_saved(batches.run)}") from None
-    return Result(batches.run, resumed, abandoned, time.monotonic() - started, batches.size, batches.retries, flag)
+    in_flight = _queued_customers(conn)
+    return Result(
+        batches.run, resumed, abandoned, time.monotonic() - started, batches.size, batches.retries, flag, in_flight
+    )
+
+
+def _queued_customers(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(DISTINCT customer_id) FROM billing_sync.sync_repairs").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _sweeping(run: Run) -> bool:
@@ -308,10 +319,11 @@ class _Batches:
 
     def next(self) -> None:
         """One batch; retried smaller after a lock or statement timeout, a deadlock or a serialization failure."""
+        sweeping = _sweeping(self.run)
         for attempt in range(1, ATTEMPTS_PER_BATCH + 1):
             started = time.monotonic()
             try:
-                self.run = self._batch()
+                self.run = self._batch(sweeping)
             except RETRYABLE_ERRORS as exc:
                 if attempt == ATTEMPTS_PER_BATCH:
                     batch = (
@@ -326,16 +338,21 @@ class _Batches:
                 time.sleep(RETRY_PAUSE_SECONDS * attempt)
                 continue
             self.last_seconds = time.monotonic() - started
-            # A long batch holds its row locks long: make the next one smaller.
-            if self.last_seconds > self.max_batch_seconds:
+            # A long batch holds its row locks long: make the next one smaller. Not a sweep's: its time is the
+            # drift check of the whole cohort, which locks no customer and does not shrink with the size.
+            if self.last_seconds > self.max_batch_seconds and not sweeping:
                 self.size = max(1, self.size // 2)
             return
 
-    def _batch(self) -> Run:
+    def _batch(self, sweeping: bool) -> Run:
+        # A sweep runs without statement_timeout: billing_sync.drifted_customers reads the whole cohort (about
+        # 15 s per million customers on 2 cores), holding no customer row while it does, and a timeout would fail
+        # it at every size past one (retrying smaller does not make the check shorter).
+        statement_timeout = "0" if sweeping else f"{self.statement_timeout_ms}ms"
         with self.conn.transaction():
             self.conn.execute(
                 "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                (f"{LOCK_TIMEOUT_MS}ms", f"{self.statement_timeout_ms}ms"),
+                (f"{LOCK_TIMEOUT_MS}ms", statement_timeout),
             )
             cur = self.conn.cursor(row_factory=class_row(Run))
             row = cur.execute(

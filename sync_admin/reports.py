@@ -46,6 +46,11 @@ def backfill_lines(result: backfill.Result) -> list[str]:
             f"  retried:          {run.busy:,} customers held by live transactions (or their new accounts) were"
             " skipped, never waited for, and done by the final sweep"
         )
+    if result.in_flight:
+        lines.append(
+            f"  in flight:        {result.in_flight:,} customers written meanwhile have their repair queued by their"
+            " own write; `sync-admin heal` does them once those transactions end"
+        )
     if not run.changed:
         if not run.busy:
             lines.append("  nothing changed: every customer in the rollout was already in its derived state")

@@ -7,8 +7,9 @@
 -- * sweep, once the range is done: up to batch_size customers of the *current* cohort that are out of their
 --   derived state (billing_sync.drifted_customers: the gates may have changed since the run started, writes
 --   may have happened while the flag was off for them) and the customers queued in
---   billing_sync.sync_repairs, repaired the same way. The run is finished only by a sweep that finds none:
---   a run never says "finished" while a customer of the current cohort is out of its derived state.
+--   billing_sync.sync_repairs, repaired the same way. The run is finished only by a sweep that finds no
+--   customer of the current cohort out of its derived state but those whose live write queued their repair
+--   itself (in flight: the repair service's, see below), and nothing the backfill left.
 -- The run row advances in the same transaction, so a batch is done exactly once or not at all.
 --
 -- Beside live traffic (field notes 6 and 8): billing_sync.sync_customers never waits for another
@@ -31,6 +32,7 @@ DECLARE
     n_scanned bigint := 0;
     n_in_rollout bigint := 0;
     candidates bigint[];
+    drifted bigint[];
     n_accounts bigint := 0;
     n_added bigint := 0;
     n_removed bigint := 0;
@@ -58,14 +60,25 @@ BEGIN
 
     IF upto_id IS NULL THEN
         -- The sweep: the current cohort's drift and the queued repairs.
+        drifted := billing_sync.drifted_customers(backfill_batch.batch_size);
         candidates := ARRAY(
-            SELECT d.id FROM unnest(billing_sync.drifted_customers(backfill_batch.batch_size)) AS d(id)
+            SELECT d.id FROM unnest(drifted) AS d(id)
             UNION
             SELECT q.customer_id
             FROM (SELECT s.customer_id FROM billing_sync.sync_repairs s ORDER BY s.id LIMIT backfill_batch.batch_size) q
             ORDER BY 1
         );
-        IF pg_catalog.cardinality(candidates) = 0 THEN
+        -- Finished when the whole drift is known (fewer than batch_size) and every drifted customer has a repair
+        -- queued by the live write that left it (account_contended, snapshot_isolation): those are the repair
+        -- service's, which does them as soon as that write's transaction has ended, and under steady traffic there
+        -- are always a few in flight, so waiting for them would never end. What the backfill itself left
+        -- (backfill_left), or drift with nothing queued (a write while the flag was off for the customer, a gate
+        -- change), keeps the run going.
+        IF pg_catalog.cardinality(drifted) < backfill_batch.batch_size AND NOT EXISTS (
+            SELECT 1 FROM unnest(drifted) AS d(id)
+            WHERE NOT EXISTS (
+                SELECT 1 FROM billing_sync.sync_repairs q WHERE q.customer_id = d.id AND q.reason <> 'backfill_left')
+        ) AND NOT EXISTS (SELECT 1 FROM billing_sync.sync_repairs q WHERE q.reason = 'backfill_left') THEN
             UPDATE billing_sync.backfill_runs r
             SET status = 'finished', finished_at = pg_catalog.now(), updated_at = pg_catalog.now()
             WHERE r.id = run.id
