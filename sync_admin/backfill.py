@@ -199,6 +199,8 @@ def preview(conn: psycopg.Connection) -> Preview:
 def run(conn: psycopg.Connection, options: Options, on_progress: Callable[[Progress], None]) -> Result:
     """Run (or resume) a backfill on CONN, whose session holds the advisory lock until it closes."""
     verify.require_installed(conn)
+    # billing_sync.sync_customers works only under READ COMMITTED, whatever the database's default isolation.
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
     _lock(conn)
     try:
         return _run_locked(conn, options, on_progress)
@@ -256,8 +258,9 @@ def _sweeping(run: Run) -> bool:
 
 
 class _Sweep:
-    """The final sweep's patience: fruitless sweeps (every customer left, nothing changed) pause, doubling,
-    and after settle_seconds of them the run gives up with one line (exit 1); its progress stays saved."""
+    """The final sweep's patience: fruitless sweeps (nothing changed: customers held, or something that keeps
+    suppressing a write) pause, doubling, and after settle_seconds of them the run gives up with one line
+    (exit 1); its progress stays saved."""
 
     def __init__(self, settle_seconds: float) -> None:
         self.settle_seconds = settle_seconds
@@ -270,7 +273,7 @@ class _Sweep:
             before.memberships_added,
             before.memberships_removed,
         )
-        if changed or run.busy == before.busy:
+        if changed:
             self.pause, self.stalled_since = SWEEP_PAUSE_FIRST, None
             return
         now = time.monotonic()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import click
 import psycopg
@@ -33,6 +35,16 @@ class Settings:
 
 
 pass_settings = click.make_pass_decorator(Settings)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf (float() accepts both, and they make waits and bounds meaningless)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -306,7 +318,7 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
 )
 @click.option(
     "--sleep",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=backfill.DEFAULT_SLEEP_SECONDS,
     show_default=True,
     metavar="SECONDS",
@@ -314,7 +326,7 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
 )
 @click.option(
     "--max-batch-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=backfill.DEFAULT_MAX_BATCH_SECONDS,
     show_default=True,
     metavar="SECONDS",
@@ -322,7 +334,7 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
 )
 @click.option(
     "--settle-seconds",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=backfill.DEFAULT_SETTLE_SECONDS,
     show_default=True,
     metavar="SECONDS",
@@ -391,7 +403,7 @@ def rollout_group() -> None:
 @rollout_group.command("check")
 @click.option(
     "--min-hours",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=rollout.DEFAULT_MIN_HOURS,
     show_default=True,
     help="How long the flag must have been on for everyone.",
@@ -461,7 +473,7 @@ def events_prune(settings: Settings, older_than: str, dry_run: bool) -> None:
 @cli.command("watch")
 @click.option(
     "--heartbeat",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=30,
     show_default=True,
     metavar="SECONDS",
@@ -497,7 +509,7 @@ def watch_command(settings: Settings, heartbeat: float, heal: bool) -> None:
 )
 @click.option(
     "--poll",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=5,
     show_default=True,
     metavar="SECONDS",
@@ -505,7 +517,7 @@ def watch_command(settings: Settings, heartbeat: float, heal: bool) -> None:
 )
 @click.option(
     "--max-seconds",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=30,
     show_default=True,
     metavar="SECONDS",

@@ -183,13 +183,20 @@ class Healer:
         self.stopped.set()
 
     def run(self) -> None:
-        """Until stop(); reconnects with backoff when the connection drops."""
+        """Until stop(); reconnects with backoff when the connection drops, and backs off on any other database
+        error (a statement timeout, a deadlock with another repairer): the service never ends by itself."""
+        pause = self.options.first_backoff
         while not self.stopped.is_set():
             try:
                 self.serve()
-            except psycopg.OperationalError as exc:
-                self.close()
-                self.reconnect(exc)
+            except psycopg.Error as exc:
+                if self.conn is None or self.conn.broken or self.conn.closed:
+                    self.close()
+                    self.reconnect(exc)
+                    continue
+                self.warn(f"heal: {db.mask(db.first_line(exc))}; trying again in {pause:g}s")
+                self.stopped.wait(pause)
+                pause = min(pause * 2, self.options.max_backoff)
 
     def serve(self) -> None:
         assert self.conn is not None
@@ -258,7 +265,7 @@ def start_in_background(url: str, options: Options, emit: Emit, warn: Emit) -> H
 
 def _connect(url: str) -> psycopg.Connection:
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             url,
             autocommit=True,
             application_name=APPLICATION_NAME,
@@ -272,6 +279,9 @@ def _connect(url: str) -> psycopg.Connection:
         raise DatabaseUnavailable(
             f"cannot connect to {db.mask(url)}: {db.mask(db.first_line(exc))}; check the URL and that the server is up"
         ) from None
+    # billing_sync.repair_queued works only under READ COMMITTED, whatever the database's default isolation.
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    return conn
 
 
 def _require_installed(conn: psycopg.Connection) -> None:

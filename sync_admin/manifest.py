@@ -86,6 +86,7 @@ FUNCTIONS = (
     definer("billing_sync.drifted_customers(integer)", "functions/drifted_customers_v1.sql", "0007"),
     definer("billing_sync.repair_queued(integer,bigint)", "functions/repair_queued_v1.sql", "0007"),
     definer("billing_sync.sync_customer_removed()", "functions/sync_customer_removed_v1.sql", "0007"),
+    definer("billing_sync.sync_customers_truncated()", "functions/sync_customers_truncated_v1.sql", "0007"),
 )
 
 TRIGGERS = (
@@ -99,6 +100,12 @@ TRIGGERS = (
         "public.customers", "billing_sync_customer_delete", "triggers/customers_billing_sync_delete_v1.sql", "0007"
     ),
     Trigger("public.customers", "billing_sync_customer_rekey", "triggers/customers_billing_sync_rekey_v1.sql", "0007"),
+    Trigger(
+        "public.customers",
+        "billing_sync_customer_truncate",
+        "triggers/customers_billing_sync_truncate_v1.sql",
+        "0007",
+    ),
     Trigger(
         "billing_sync.feature_flags",
         "billing_sync_touch_updated_at",

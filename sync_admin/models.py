@@ -232,3 +232,4 @@ class SyncRepair(Base):
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     recorded_at: Mapped[datetime] = _timestamp(text("clock_timestamp()"))
     transaction_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    previous_customer_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -43,8 +43,8 @@ def backfill_lines(result: backfill.Result) -> list[str]:
     )
     if run.busy:
         lines.append(
-            f"  retried:          {run.busy:,} customers held by live transactions (or their new accounts) were"
-            " skipped, never waited for, and done by the final sweep"
+            f"  retried:          {run.busy:,} times a customer held by a live transaction (or its new account) was"
+            " skipped, never waited for, and done later by the sweep"
         )
     if result.in_flight:
         lines.append(

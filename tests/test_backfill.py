@@ -476,5 +476,5 @@ def test_a_new_account_a_live_write_is_creating_is_left_for_the_next_run_without
         live.commit()
     code, out, _ = backfill_cli(capsys, db_url)
     assert code == 0
-    assert "were skipped, never waited for, and done by the final sweep" in out
+    assert "was skipped, never waited for, and done later by the sweep" in out
     assert_synced(conn)

@@ -47,10 +47,12 @@ NEW_FUNCTIONS = (
     ("functions/drifted_customers_v1.sql", "billing_sync.drifted_customers(integer)"),
     ("functions/repair_queued_v1.sql", "billing_sync.repair_queued(integer,bigint)"),
     ("functions/sync_customer_removed_v1.sql", "billing_sync.sync_customer_removed()"),
+    ("functions/sync_customers_truncated_v1.sql", "billing_sync.sync_customers_truncated()"),
 )
 NEW_TRIGGERS = (
     ("triggers/customers_billing_sync_delete_v1.sql", "billing_sync_customer_delete"),
     ("triggers/customers_billing_sync_rekey_v1.sql", "billing_sync_customer_rekey"),
+    ("triggers/customers_billing_sync_truncate_v1.sql", "billing_sync_customer_truncate"),
 )
 MEMBERSHIPS_FKEY = "billing_account_memberships_customer_id_fkey"
 REPLACED_FUNCTIONS = (
@@ -92,20 +94,30 @@ def upgrade() -> None:
         for path, name in NEW_TRIGGERS:
             run_sql_file(path)
             execute(stamp_trigger_sql("public.customers", name))
-        op.execute(f"ALTER TABLE public.billing_account_memberships DROP CONSTRAINT {MEMBERSHIPS_FKEY}")
+        # squawk warns that a dropped constraint may remove a guarantee: the two triggers above keep it (a
+        # membership follows its customer's delete and id change), and tests/test_concurrency.py checks them.
+        execute(
+            "-- squawk-ignore ban-drop-constraint\n"
+            f"ALTER TABLE public.billing_account_memberships DROP CONSTRAINT {MEMBERSHIPS_FKEY}"
+        )
+
+
+ORPHANS = (
+    "DELETE FROM public.billing_account_memberships m"
+    " WHERE {}NOT EXISTS (SELECT 1 FROM public.customers c WHERE c.id = m.customer_id)"
+)
 
 
 def downgrade() -> None:
+    # The cascade's job for what a delete under snapshot isolation left to the repair: first over the whole
+    # table, without the lock (it blocks no customer write); under the lock only the ids still queued, which
+    # are the only ones that can have become orphans meanwhile.
+    op.execute(ORPHANS.format(""))
     with lock_retries("public.customers", "public.billing_account_memberships", mode="ACCESS EXCLUSIVE"):
         for _path, name in NEW_TRIGGERS:
             op.execute(f"DROP TRIGGER {name} ON public.customers")
-        # The cascade's job, for what a delete under snapshot isolation left to the repair.
-        op.execute(
-            "DELETE FROM public.billing_account_memberships m"
-            " WHERE NOT EXISTS (SELECT 1 FROM public.customers c WHERE c.id = m.customer_id)"
-        )
+        op.execute(ORPHANS.format("m.customer_id IN (SELECT q.customer_id FROM billing_sync.sync_repairs q) AND "))
         run_sql_file("constraints/billing_account_memberships_customer_id_fkey_v1.sql")  # NOT VALID
-    op.execute(f"ALTER TABLE public.billing_account_memberships VALIDATE CONSTRAINT {MEMBERSHIPS_FKEY}")
     # account_lock_key first: create_billing_account v1 and the v1 sync functions call it.
     for path, signature in reversed(DROPPED_FUNCTIONS):
         install(path, signature)
@@ -114,3 +126,7 @@ def downgrade() -> None:
     for _path, signature in reversed(NEW_FUNCTIONS):
         execute(f"-- squawk-ignore ban-drop-function\nDROP FUNCTION {signature}")
     op.execute("DROP TABLE billing_sync.sync_repairs")
+    # Validated outside the revision's transaction, as 0002 validated it: its locks (SHARE UPDATE EXCLUSIVE on
+    # the memberships, ROW SHARE on customers) block no writer while it scans.
+    with op.get_context().autocommit_block():
+        op.execute(f"ALTER TABLE public.billing_account_memberships VALIDATE CONSTRAINT {MEMBERSHIPS_FKEY}")

@@ -86,26 +86,37 @@ BEGIN
             RETURN run;
         END IF;
     ELSE
-        -- Customers of the range in the rollout, and those not in their derived state (no locks).
-        SELECT count(*), array_agg(d.id ORDER BY d.id) FILTER (WHERE d.out_of_state)
-        INTO n_in_rollout, candidates
-        FROM (
-            SELECT r.id,
-                   (n.account IS NOT NULL AND NOT EXISTS (
-                        SELECT 1
-                        FROM public.billing_account_memberships m
-                        JOIN public.billing_accounts a ON a.id = m.billing_account_id
-                        WHERE m.customer_id = r.id AND a.zuora_account_id = n.account))
-                   OR EXISTS (
-                        SELECT 1 FROM public.billing_account_memberships m
-                        WHERE m.customer_id = r.id
-                          AND NOT EXISTS (
-                              SELECT 1 FROM public.billing_accounts a
-                              WHERE a.id = m.billing_account_id AND a.zuora_account_id = n.account)) AS out_of_state
+        -- Customers of the range in the rollout, and those not in their derived state (no locks): a member of
+        -- exactly the billing account its value normalises to, or of none when it has none (the comparison of
+        -- billing_sync.drifted_customers). The range's memberships are read by one range scan of their index,
+        -- whatever their statistics say (they lag behind while the backfill fills the table); each value is
+        -- normalised at most once, and not at all when the customer's one membership is to an account named
+        -- exactly like its value, an account whose name normalises to itself.
+        WITH batch AS MATERIALIZED (
+            SELECT r.id, r.zuora_account_id AS raw
             FROM billing_sync.customers_in_rollout('account_data_persistence') r
-            CROSS JOIN LATERAL (SELECT billing_sync.normalize_zuora_account_id(r.zuora_account_id) AS account) n
             WHERE r.id > after_id AND r.id <= upto_id
-        ) d;
+        ),
+        actual AS (
+            SELECT m.customer_id, count(*) AS n, min(a.zuora_account_id) AS account,
+                   bool_and(billing_sync.normalize_zuora_account_id(a.zuora_account_id)
+                            IS NOT DISTINCT FROM a.zuora_account_id) AS normal
+            FROM public.billing_account_memberships m
+            LEFT JOIN public.billing_accounts a ON a.id = m.billing_account_id
+            WHERE m.customer_id > after_id AND m.customer_id <= upto_id
+            GROUP BY m.customer_id
+        )
+        SELECT count(*),
+               array_agg(b.id ORDER BY b.id) FILTER (
+                   WHERE CASE
+                             WHEN x.n = 1 AND x.account = b.raw AND x.normal THEN false
+                             WHEN billing_sync.normalize_zuora_account_id(b.raw) IS NULL THEN x.customer_id IS NOT NULL
+                             ELSE x.customer_id IS NULL OR x.n <> 1
+                                  OR x.account IS DISTINCT FROM billing_sync.normalize_zuora_account_id(b.raw)
+                         END)
+        INTO n_in_rollout, candidates
+        FROM batch b
+        LEFT JOIN actual x ON x.customer_id = b.id;
     END IF;
 
     IF pg_catalog.cardinality(candidates) > 0 THEN

@@ -20,18 +20,29 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $function$
 BEGIN
-    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
-        INSERT INTO billing_sync.sync_repairs (customer_id, reason, transaction_id)
-        SELECT u.id, 'snapshot_isolation', pg_catalog.txid_current()
-        FROM (VALUES (OLD.id), (CASE WHEN TG_OP = 'UPDATE' THEN NEW.id END)) AS u(id)
+    IF pg_catalog.current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN
+        -- The old id (gone: the repair deletes what is left of it) and, for an id change, the new one with the
+        -- old one beside it (the repair moves the memberships, then syncs the customer as it is then).
+        INSERT INTO billing_sync.sync_repairs (customer_id, reason, transaction_id, previous_customer_id)
+        SELECT u.id, 'snapshot_isolation', pg_catalog.txid_current(), u.previous
+        FROM (VALUES (OLD.id, NULL::bigint), (CASE WHEN TG_OP = 'UPDATE' THEN NEW.id END, OLD.id)) AS u(id, previous)
         WHERE u.id IS NOT NULL;
         PERFORM pg_catalog.pg_notify('billing_sync_repairs', '');
     ELSIF TG_OP = 'DELETE' THEN
         DELETE FROM public.billing_account_memberships m WHERE m.customer_id = OLD.id;
     ELSE
+        -- Memberships still under the new id belong to a customer that is gone (a delete under snapshot isolation
+        -- left them to the repair): they go first, so that the move cannot meet them on the unique key.
+        DELETE FROM public.billing_account_memberships m WHERE m.customer_id = NEW.id;
         UPDATE public.billing_account_memberships m
         SET customer_id = NEW.id, updated_at = pg_catalog.now()
         WHERE m.customer_id = OLD.id;
+        -- A repair queued for the old id is the new id's now.
+        INSERT INTO billing_sync.sync_repairs (customer_id, reason, transaction_id)
+        SELECT NEW.id, q.reason, pg_catalog.txid_current()
+        FROM billing_sync.sync_repairs q
+        WHERE q.customer_id = OLD.id
+        LIMIT 1;
     END IF;
     RETURN NULL;
 END;

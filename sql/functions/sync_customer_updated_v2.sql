@@ -10,10 +10,11 @@
 -- * It never waits for another transaction: a new account is created only under a claim that is tried,
 --   never waited for (billing_sync.resolve_account). A busy claim records account_contended and queues the
 --   customer in billing_sync.sync_repairs; `sync-admin heal` brings it once the other transaction ended.
--- * Under REPEATABLE READ or SERIALIZABLE it writes no billing rows: its snapshot may predate rows another
---   transaction committed (a backfill batch, an account created meanwhile), so what it would write could be
---   stale, and a conflict with such a row would fail the customer write with a serialization error. It
---   queues the customer (snapshot_isolation) for the repair, which runs after this transaction commits.
+-- * Under REPEATABLE READ or SERIALIZABLE it reads and writes no billing rows and reads no gates: its snapshot
+--   may predate rows another transaction committed (a backfill batch, an account created meanwhile, a flag
+--   change), so what it would write could be stale, a conflict with such a row would fail the customer write
+--   with a serialization error, and under SERIALIZABLE its reads alone add rw-conflicts. It queues the customer
+--   (snapshot_isolation) for the repair, which decides from the current state after this transaction commits.
 -- Skips are recorded as in v1 (billing_sync.sync_events) and announced by one pg_notify on billing_sync_skips
 -- per statement; a queued repair also sends pg_notify('billing_sync_repairs', '') (folded to one per
 -- transaction by PostgreSQL), which only wakes the repair: the table is the truth.
@@ -31,7 +32,6 @@ DECLARE
     present boolean;
     raw text;
     account text;
-    snapshot_isolation boolean;
     target_id bigint;
     member boolean;
     contended boolean := false;
@@ -42,6 +42,17 @@ DECLARE
     command text;
     notified text;
 BEGIN
+    -- Under snapshot isolation, read nothing at all: not the gates (the snapshot may predate a flag change
+    -- that the trigger's WHEN already saw), not the billing tables (under SERIALIZABLE every read adds
+    -- rw-conflicts that can fail a customer transaction which commits without the sync). The repair decides
+    -- from the current state, after this transaction commits. (READ UNCOMMITTED runs as READ COMMITTED.)
+    IF pg_catalog.current_setting('transaction_isolation') NOT IN ('read committed', 'read uncommitted') THEN
+        INSERT INTO billing_sync.sync_repairs (customer_id, reason, transaction_id)
+        VALUES (NEW.id, 'snapshot_isolation', pg_catalog.txid_current());
+        PERFORM pg_catalog.pg_notify('billing_sync_repairs', '');
+        RETURN NULL;
+    END IF;
+
     -- One query: whether the flag is on for this customer, the row as it is now, its account, and whether
     -- the customer is a member of it already.
     SELECT f.everyone
@@ -51,11 +62,10 @@ BEGIN
            c.id IS NOT NULL,
            c.zuora_account_id,
            n.account,
-           pg_catalog.current_setting('transaction_isolation') <> 'read committed',
            a.id,
            EXISTS (SELECT 1 FROM public.billing_account_memberships m
                    WHERE m.customer_id = NEW.id AND m.billing_account_id = a.id)
-    INTO in_rollout, present, raw, account, snapshot_isolation, target_id, member
+    INTO in_rollout, present, raw, account, target_id, member
     FROM billing_sync.feature_flags f
     LEFT JOIN public.customers c ON c.id = NEW.id
     LEFT JOIN LATERAL (SELECT billing_sync.normalize_zuora_account_id(c.zuora_account_id) AS account) n ON true
@@ -67,46 +77,42 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    IF snapshot_isolation THEN
-        repair_reason := 'snapshot_isolation';
-    ELSE
-        IF account IS NULL THEN
-            -- NULL or blank means "no account" (not a skip); anything else failed the rule. The blanks are
-            -- normalize_zuora_account_id's; vertical tab is \x0b (before 18, E'\v' is the letter v).
-            IF pg_catalog.btrim(raw, E' \t\n\r\x0b\f') <> '' THEN
-                skip_reason := 'not_an_account';
-            END IF;
-        ELSIF target_id IS NULL THEN
-            SELECT r.account_id, r.contended INTO target_id, contended FROM billing_sync.resolve_account(account) r;
-            IF contended THEN
-                skip_reason := 'account_contended';
-                repair_reason := 'account_contended';
-            ELSIF target_id IS NULL THEN
-                skip_reason := 'account_unresolved';
-            END IF;
+    IF account IS NULL THEN
+        -- NULL or blank means "no account" (not a skip); anything else failed the rule. The blanks are
+        -- normalize_zuora_account_id's; vertical tab is \x0b (before 18, E'\v' is the letter v).
+        IF pg_catalog.btrim(raw, E' \t\n\r\x0b\f') <> '' THEN
+            skip_reason := 'not_an_account';
         END IF;
+    ELSIF target_id IS NULL THEN
+        SELECT r.account_id, r.contended INTO target_id, contended FROM billing_sync.resolve_account(account) r;
+        IF contended THEN
+            skip_reason := 'account_contended';
+            repair_reason := 'account_contended';
+        ELSIF target_id IS NULL THEN
+            skip_reason := 'account_unresolved';
+        END IF;
+    END IF;
 
-        -- target_id IS NULL (no account, or one that could not be resolved) removes them all. Only this
-        -- customer's rows: any other writer of them holds this customer's row, which this write holds now.
-        DELETE FROM public.billing_account_memberships m
-        WHERE m.customer_id = NEW.id AND m.billing_account_id IS DISTINCT FROM target_id;
-        -- Looked up first (member, above; an account just created has no members): ON CONFLICT DO NOTHING alone
-        -- would draw an id from the membership sequence on every no-op update.
-        IF target_id IS NOT NULL AND NOT coalesce(member, false) THEN
-            INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
-            VALUES (target_id, NEW.id)
-            ON CONFLICT (customer_id, billing_account_id) DO NOTHING;
-            GET DIAGNOSTICS written = ROW_COUNT;
-            -- Nothing written is fine where the membership is there; otherwise something suppressed the insert
-            -- (a rule or another trigger on the table). Two IFs, not one AND: a condition with a subquery runs
-            -- the executor on every row, even when false.
-            IF written = 0 THEN
-                IF NOT EXISTS (
-                    SELECT 1 FROM public.billing_account_memberships m
-                    WHERE m.customer_id = NEW.id AND m.billing_account_id = target_id
-                ) THEN
-                    skip_reason := 'membership_unwritten';
-                END IF;
+    -- target_id IS NULL (no account, or one that could not be resolved) removes them all. Only this
+    -- customer's rows: any other writer of them holds this customer's row, which this write holds now.
+    DELETE FROM public.billing_account_memberships m
+    WHERE m.customer_id = NEW.id AND m.billing_account_id IS DISTINCT FROM target_id;
+    -- Looked up first (member, above; an account just created has no members): ON CONFLICT DO NOTHING alone
+    -- would draw an id from the membership sequence on every no-op update.
+    IF target_id IS NOT NULL AND NOT coalesce(member, false) THEN
+        INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
+        VALUES (target_id, NEW.id)
+        ON CONFLICT (customer_id, billing_account_id) DO NOTHING;
+        GET DIAGNOSTICS written = ROW_COUNT;
+        -- Nothing written is fine where the membership is there; otherwise something suppressed the insert
+        -- (a rule or another trigger on the table). Two IFs, not one AND: a condition with a subquery runs
+        -- the executor on every row, even when false.
+        IF written = 0 THEN
+            IF NOT EXISTS (
+                SELECT 1 FROM public.billing_account_memberships m
+                WHERE m.customer_id = NEW.id AND m.billing_account_id = target_id
+            ) THEN
+                skip_reason := 'membership_unwritten';
             END IF;
         END IF;
     END IF;

@@ -13,8 +13,8 @@
 --   never waited for (billing_sync.resolve_account for one row, billing_sync.claim_accounts for many: at most
 --   256 region locks whatever the number of accounts). A customer whose account is claimed elsewhere records
 --   account_contended and is queued in billing_sync.sync_repairs for `sync-admin heal`.
--- * Under REPEATABLE READ or SERIALIZABLE it writes no billing rows and queues the customers instead
---   (snapshot_isolation; see sync_customer_updated v2 for why).
+-- * Under REPEATABLE READ or SERIALIZABLE it reads nothing and writes no billing rows: it queues every row
+--   with a value (snapshot_isolation; see sync_customer_updated v2 for why).
 -- What it writes otherwise is v1's: the derived memberships (ON CONFLICT DO NOTHING), one
 -- billing_sync.sync_events row per skipped customer write, one pg_notify on billing_sync_skips per statement
 -- that recorded skips ({"transaction_id", "first_event_id"}), and pg_notify('billing_sync_repairs', '') when
@@ -34,7 +34,9 @@ DECLARE
     raw text;
     account text;
     in_rollout boolean;
-    snapshot_isolation boolean := pg_catalog.current_setting('transaction_isolation') <> 'read committed';
+    -- READ UNCOMMITTED runs as READ COMMITTED.
+    snapshot_isolation boolean := pg_catalog.current_setting('transaction_isolation')
+                                  NOT IN ('read committed', 'read uncommitted');
     target_id bigint;
     contended boolean := false;
     written bigint;
@@ -47,6 +49,21 @@ DECLARE
     first_event bigint;
     unwritten_event bigint;
 BEGIN
+    IF snapshot_isolation THEN
+        -- Read nothing (see sync_customer_updated v2): every row with a value is queued, the repair decides from
+        -- the current state after this transaction commits (the flag, the gates, the row as it ends up).
+        INSERT INTO billing_sync.sync_repairs (customer_id, reason, transaction_id)
+        SELECT n.id, 'snapshot_isolation', pg_catalog.txid_current()
+        FROM new_customers n
+        WHERE n.zuora_account_id IS NOT NULL
+        ORDER BY n.id;
+        GET DIAGNOSTICS queued = ROW_COUNT;
+        IF queued > 0 THEN
+            PERFORM pg_catalog.pg_notify('billing_sync_repairs', '');
+        END IF;
+        RETURN NULL;
+    END IF;
+
     -- The rows with a value as they are now: how many, and the only one's id and value when there is one.
     SELECT count(*), min(c.id), min(c.zuora_account_id)
     INTO rows_with_value, only_id, raw
@@ -54,7 +71,7 @@ BEGIN
     JOIN public.customers c ON c.id = n.id
     WHERE c.zuora_account_id IS NOT NULL;
 
-    IF rows_with_value > 1 OR (rows_with_value = 1 AND snapshot_isolation) THEN
+    IF rows_with_value > 1 THEN
         -- The rows the flag is on for, with their current values.
         SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}'), coalesce(array_agg(c.zuora_account_id ORDER BY c.id), '{}')
         INTO ids, raws
@@ -68,90 +85,84 @@ BEGIN
                           WHERE a.flag_name = f.name AND a.customer_id = c.id)
                OR (f.percentage > 0 AND billing_sync.unleash_bucket(f.name, c.id) <= f.percentage));
 
-        IF snapshot_isolation THEN
+        -- The missing accounts, claimed without waiting and created in value order (never updated).
+        claimed := billing_sync.claim_accounts(ARRAY(
+            SELECT DISTINCT n.account
+            FROM unnest(raws) AS u(raw)
+            CROSS JOIN LATERAL (SELECT billing_sync.normalize_zuora_account_id(u.raw) AS account) n
+            WHERE n.account IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM public.billing_accounts a WHERE a.zuora_account_id = n.account)));
+        IF pg_catalog.cardinality(claimed) > 0 THEN
+            INSERT INTO public.billing_accounts (zuora_account_id)
+            SELECT c.account FROM unnest(claimed) AS c(account) ORDER BY c.account
+            ON CONFLICT (zuora_account_id) DO NOTHING;
+        END IF;
+
+        -- A new statement (a new snapshot): it sees the accounts just created and those committed meanwhile.
+        account_ids := ARRAY(
+            SELECT a.id
+            FROM unnest(raws) WITH ORDINALITY AS u(raw, position)
+            LEFT JOIN public.billing_accounts a ON a.zuora_account_id = billing_sync.normalize_zuora_account_id(u.raw)
+            ORDER BY u.position
+        );
+        -- No RETURNING: PostgreSQL refuses INSERT ... RETURNING on a table with a DO INSTEAD rule, which would
+        -- fail the customer write; the row count says whether every membership was written.
+        INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
+        SELECT u.account_id, u.id
+        FROM unnest(ids, account_ids) AS u(id, account_id)
+        WHERE u.account_id IS NOT NULL
+        ON CONFLICT (customer_id, billing_account_id) DO NOTHING;
+        GET DIAGNOSTICS written = ROW_COUNT;
+
+        WITH skipped AS MATERIALIZED (
+            -- An account that is still missing was claimed by another transaction (contended), or was
+            -- claimed here and still could not be created (unresolved).
+            SELECT u.id, u.raw,
+                   CASE WHEN n.account IS NULL THEN 'not_an_account'
+                        WHEN n.account IN (SELECT c.account FROM unnest(claimed) AS c(account))
+                        THEN 'account_unresolved'
+                        ELSE 'account_contended' END AS reason
+            FROM unnest(ids, raws, account_ids) AS u(id, raw, account_id)
+            CROSS JOIN LATERAL (SELECT billing_sync.normalize_zuora_account_id(u.raw) AS account) n
+            WHERE u.account_id IS NULL
+              AND (n.account IS NOT NULL OR pg_catalog.btrim(u.raw, E' \t\n\r\x0b\f') <> '')
+        ),
+        events AS (
+            INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)
+            SELECT s.id, 'INSERT', s.reason, pg_catalog."left"(s.raw, 200), pg_catalog.length(s.raw),
+                   pg_catalog.txid_current()
+            FROM skipped s
+            ORDER BY s.id
+            RETURNING id
+        ),
+        repairs AS (
             INSERT INTO billing_sync.sync_repairs (customer_id, reason, transaction_id)
-            SELECT u.id, 'snapshot_isolation', pg_catalog.txid_current() FROM unnest(ids) AS u(id) ORDER BY u.id;
-            GET DIAGNOSTICS queued = ROW_COUNT;
-        ELSE
-            -- The missing accounts, claimed without waiting and created in value order (never updated).
-            claimed := billing_sync.claim_accounts(ARRAY(
-                SELECT DISTINCT n.account
-                FROM unnest(raws) AS u(raw)
-                CROSS JOIN LATERAL (SELECT billing_sync.normalize_zuora_account_id(u.raw) AS account) n
-                WHERE n.account IS NOT NULL
-                  AND NOT EXISTS (SELECT 1 FROM public.billing_accounts a WHERE a.zuora_account_id = n.account)));
-            IF pg_catalog.cardinality(claimed) > 0 THEN
-                INSERT INTO public.billing_accounts (zuora_account_id)
-                SELECT c.account FROM unnest(claimed) AS c(account) ORDER BY c.account
-                ON CONFLICT (zuora_account_id) DO NOTHING;
-            END IF;
+            SELECT s.id, s.reason, pg_catalog.txid_current()
+            FROM skipped s
+            WHERE s.reason = 'account_contended'
+            ORDER BY s.id
+            RETURNING id
+        )
+        SELECT (SELECT min(e.id) FROM events e), (SELECT count(*) FROM repairs)
+        INTO first_event, queued;
 
-            -- A new statement (a new snapshot): it sees the accounts just created and those committed meanwhile.
-            account_ids := ARRAY(
-                SELECT a.id
-                FROM unnest(raws) WITH ORDINALITY AS u(raw, position)
-                LEFT JOIN public.billing_accounts a ON a.zuora_account_id = billing_sync.normalize_zuora_account_id(u.raw)
-                ORDER BY u.position
-            );
-            -- No RETURNING: PostgreSQL refuses INSERT ... RETURNING on a table with a DO INSTEAD rule, which would
-            -- fail the customer write; the row count says whether every membership was written.
-            INSERT INTO public.billing_account_memberships (billing_account_id, customer_id)
-            SELECT u.account_id, u.id
-            FROM unnest(ids, account_ids) AS u(id, account_id)
-            WHERE u.account_id IS NOT NULL
-            ON CONFLICT (customer_id, billing_account_id) DO NOTHING;
-            GET DIAGNOSTICS written = ROW_COUNT;
-
-            WITH skipped AS MATERIALIZED (
-                -- An account that is still missing was claimed by another transaction (contended), or was
-                -- claimed here and still could not be created (unresolved).
-                SELECT u.id, u.raw,
-                       CASE WHEN n.account IS NULL THEN 'not_an_account'
-                            WHEN n.account IN (SELECT c.account FROM unnest(claimed) AS c(account))
-                            THEN 'account_unresolved'
-                            ELSE 'account_contended' END AS reason
-                FROM unnest(ids, raws, account_ids) AS u(id, raw, account_id)
-                CROSS JOIN LATERAL (SELECT billing_sync.normalize_zuora_account_id(u.raw) AS account) n
-                WHERE u.account_id IS NULL
-                  AND (n.account IS NOT NULL OR pg_catalog.btrim(u.raw, E' \t\n\r\x0b\f') <> '')
-            ),
-            events AS (
+        -- Fewer written than resolved: fine where the membership is there (it was already); otherwise
+        -- something suppressed the insert (a rule or another trigger). Checked only then.
+        IF written < (SELECT count(*) FROM unnest(account_ids) AS a(id) WHERE a.id IS NOT NULL) THEN
+            WITH events AS (
                 INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)
-                SELECT s.id, 'INSERT', s.reason, pg_catalog."left"(s.raw, 200), pg_catalog.length(s.raw),
-                       pg_catalog.txid_current()
-                FROM skipped s
-                ORDER BY s.id
-                RETURNING id
-            ),
-            repairs AS (
-                INSERT INTO billing_sync.sync_repairs (customer_id, reason, transaction_id)
-                SELECT s.id, s.reason, pg_catalog.txid_current()
-                FROM skipped s
-                WHERE s.reason = 'account_contended'
-                ORDER BY s.id
+                SELECT u.id, 'INSERT', 'membership_unwritten', pg_catalog."left"(u.raw, 200),
+                       pg_catalog.length(u.raw), pg_catalog.txid_current()
+                FROM unnest(ids, raws, account_ids) AS u(id, raw, account_id)
+                WHERE u.account_id IS NOT NULL
+                  AND NOT EXISTS (
+                      SELECT 1 FROM public.billing_account_memberships m
+                      WHERE m.customer_id = u.id AND m.billing_account_id = u.account_id)
+                ORDER BY u.id
                 RETURNING id
             )
-            SELECT (SELECT min(e.id) FROM events e), (SELECT count(*) FROM repairs)
-            INTO first_event, queued;
-
-            -- Fewer written than resolved: fine where the membership is there (it was already); otherwise
-            -- something suppressed the insert (a rule or another trigger). Checked only then.
-            IF written < (SELECT count(*) FROM unnest(account_ids) AS a(id) WHERE a.id IS NOT NULL) THEN
-                WITH events AS (
-                    INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)
-                    SELECT u.id, 'INSERT', 'membership_unwritten', pg_catalog."left"(u.raw, 200),
-                           pg_catalog.length(u.raw), pg_catalog.txid_current()
-                    FROM unnest(ids, raws, account_ids) AS u(id, raw, account_id)
-                    WHERE u.account_id IS NOT NULL
-                      AND NOT EXISTS (
-                          SELECT 1 FROM public.billing_account_memberships m
-                          WHERE m.customer_id = u.id AND m.billing_account_id = u.account_id)
-                    ORDER BY u.id
-                    RETURNING id
-                )
-                SELECT min(e.id) FROM events e INTO unwritten_event;
-                first_event := LEAST(first_event, unwritten_event);  -- LEAST ignores NULL
-            END IF;
+            SELECT min(e.id) FROM events e INTO unwritten_event;
+            first_event := LEAST(first_event, unwritten_event);  -- LEAST ignores NULL
         END IF;
     ELSIF rows_with_value = 1 THEN
         -- The statement's only row with a value (the portal's traffic): the gates and the account lookup in

@@ -13,6 +13,8 @@
 --            backfill_left       the backfill found the customer out of its derived state but held by a live
 --                                transaction (it never waits for one)
 --   transaction_id  txid_current() of the write that left it.
+--   previous_customer_id  set when the write changed the customer's id under snapshot isolation: the repair
+--                   moves the memberships of that old id to this one (what ON UPDATE CASCADE did).
 -- No unique key on purpose: an insert that met another transaction's uncommitted duplicate would wait for
 -- it, and the sync never waits. Duplicates are harmless (the repair is idempotent and deletes them all).
 -- Nothing is granted on it: the SECURITY DEFINER sync functions write it, the repair deletes from it.
@@ -21,5 +23,6 @@ CREATE TABLE billing_sync.sync_repairs (
     customer_id bigint NOT NULL,
     reason text NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    transaction_id bigint NOT NULL
+    transaction_id bigint NOT NULL,
+    previous_customer_id bigint
 );
