@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 
+import psycopg
 import pytest
 from helpers import flag_on, insert_customer, memberships, queued, run_cli, session
 from sync_state import expected_memberships as derived_memberships
@@ -81,7 +82,7 @@ def test_the_queue_is_the_truth_when_no_notification_comes(conn, connect, heal_s
     assert memberships(conn) == {(customer, "A-1")}
 
 
-def test_a_customer_held_by_a_long_transaction_does_not_starve_the_others(conn, connect):
+def test_a_customer_held_by_a_long_transaction_does_not_starve_the_others(conn, connect, db_url):
     flag_on(conn)
     held = [insert_customer(conn, f"A-{i}") for i in range(3)]
     free = [insert_customer(conn, f"B-{i}") for i in range(3)]
@@ -95,18 +96,11 @@ def test_a_customer_held_by_a_long_transaction_does_not_starve_the_others(conn, 
     holder.execute("SELECT 1 FROM customers WHERE id = ANY(%s) FOR UPDATE", (held,))
     from sync_admin import heal
 
-    with psycopg_connect(conn) as repairer:
+    with psycopg.connect(db_url, autocommit=True) as repairer:
         result = heal.drain(repairer, batch_size=2, max_seconds=0.5)  # two at a time: the held ones come first
     assert result.still_queued == 3 and result.repaired == 3
     assert memberships(conn) == {(c, f"B-{i}") for i, c in enumerate(free)}
     holder.rollback()
-
-
-def psycopg_connect(conn):
-    import psycopg
-
-    info = conn.info
-    return psycopg.connect(host=info.host, port=info.port, user=info.user, dbname=info.dbname, autocommit=True)
 
 
 def test_heal_once_exits_1_with_one_line_while_customers_are_held_then_0(conn, connect, capsys, db_url):
