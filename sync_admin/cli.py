@@ -15,11 +15,12 @@ from rich.console import Console
 
 from sync_admin import backfill, db, flags, migrate, progress, render, reports, rollout, server, verify
 from sync_admin.errors import BadInput, CheckFailed, SyncAdminError
+from sync_admin.terminal import SafeConsole, printable
 
 # Piped output is read by people too (CI logs, pasted reports): give tables room instead of rich's 80.
 PIPE_WIDTH = 200
-out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = SafeConsole(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = SafeConsole(stderr=True, soft_wrap=True)
 
 FORMATS = click.Choice(["text", "json", "markdown"])
 
@@ -163,7 +164,8 @@ def flag_status(settings: Settings, name: str) -> None:
         flag = flags.get_flag(conn, name)
         in_rollout = flags.rollout_count(conn, name)
         last = flags.history(conn, name, limit=1)
-    for line in render.flag_status_lines(flag, in_rollout, last[0] if last else None):
+        kill = flags.last_kill(conn, name)
+    for line in render.flag_status_lines(flag, in_rollout, last[0] if last else None, kill):
         out.print(line)
 
 
@@ -196,6 +198,7 @@ ACTOR_OPTION = click.option(
 
 @flag_group.command("enable")
 @click.argument("name")
+@click.option("--everyone", is_flag=True, help="The everyone gate: on for every customer.")
 @ACTOR_OPTION
 @click.option(
     "--percentage",
@@ -208,16 +211,25 @@ ACTOR_OPTION = click.option(
 def flag_enable(
     settings: Settings,
     name: str,
+    everyone: bool,
     actors: tuple[int, ...],
     percentage: int | None,
     reason: str | None,
     actor: str | None,
 ) -> None:
-    """Turn NAME on: for everyone, or with --actor/--percentage for that cohort only (other gates kept)."""
+    """Add gates to NAME: --everyone, --actor and/or --percentage (other gates kept; at least one is needed).
+
+    While the kill switch is pulled the gates change and the flag stays OFF: only `flag resume` switches it on.
+    """
     with _migrated(settings) as conn:
-        change = flags.enable(conn, name, actors=actors, percentage=percentage, actor=actor, reason=reason)
+        change = flags.enable(
+            conn, name, everyone=everyone, actors=actors, percentage=percentage, actor=actor, reason=reason
+        )
         in_rollout = flags.rollout_count(conn, name)
-    _print_change(change, in_rollout)
+        kill = flags.last_kill(conn, name)
+    _print_change(change, in_rollout, kill)
+    if change.kept_off:
+        out.print(f"the kill switch stays pulled: `sync-admin flag resume {name}` switches the flag back on")
 
 
 @flag_group.command("disable")
@@ -242,7 +254,8 @@ def flag_disable(
             conn, name, actors=actors, everyone=everyone, percentage=percentage, actor=actor, reason=reason
         )
         in_rollout = flags.rollout_count(conn, name)
-    _print_change(change, in_rollout)
+        kill = flags.last_kill(conn, name)
+    _print_change(change, in_rollout, kill)
 
 
 @flag_group.command("resume")
@@ -254,13 +267,13 @@ def flag_resume(settings: Settings, name: str, reason: str | None, actor: str | 
     with _migrated(settings) as conn:
         change = flags.resume(conn, name, actor=actor, reason=reason)
         in_rollout = flags.rollout_count(conn, name)
-    _print_change(change, in_rollout)
+    _print_change(change, in_rollout, None)
 
 
-def _print_change(change: flags.FlagChange, in_rollout: int) -> None:
+def _print_change(change: flags.FlagChange, in_rollout: int, kill: flags.FlagEvent | None) -> None:
     if not change.changed:
         out.print(f"{change.after.name}: nothing changed")
-    for line in render.flag_state_lines(change.after, in_rollout):
+    for line in render.flag_state_lines(change.after, in_rollout, kill):
         out.print(line)
 
 
@@ -292,7 +305,9 @@ def demo_command(settings: Settings) -> None:
     """The whole story on a fresh database of the embedded server, in one screen."""
     from sync_admin import demo
 
-    demo.run(out, url_given=settings.url_option is not None)
+    # The demo's console renders its own markup; what it prints from the database it wrote itself.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    demo.run(console, url_given=settings.url_option is not None)
 
 
 # --- backfill, verify, rollout check -----------------------------------------------------------
@@ -304,7 +319,7 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
         click.echo(render.to_json(data))
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(printable(line))
 
 
 @cli.command("backfill")
@@ -447,7 +462,7 @@ def errors_command(settings: Settings, since: str, examples: int, fmt: str) -> N
         click.echo(render.to_json(summary.as_json()))
     else:
         for line in events_render.summary_lines(summary, durations.describe(window)):
-            click.echo(line)
+            click.echo(printable(line))
 
 
 @cli.group("events")
@@ -491,7 +506,7 @@ def watch_command(settings: Settings, heartbeat: float, heal: bool) -> None:
         healer = healing.start_in_background(settings.url(), healing.Options(), _heal_line, _warn)
     reporter = sentry.from_environment()
     try:
-        watch.watch(settings.url(), watch.Options(heartbeat=heartbeat), click.echo, _warn, reporter)
+        watch.watch(settings.url(), watch.Options(heartbeat=heartbeat), _line, _warn, reporter)
     finally:
         if healer is not None:
             healer.stop()
@@ -539,11 +554,16 @@ def heal_command(settings: Settings, once: bool, batch_size: int, poll: float, m
 def _heal_line(line: str) -> None:
     from sync_admin.events_render import timestamp
 
-    click.echo(f"{timestamp(datetime.now().astimezone())} heal: {line}")
+    _line(f"{timestamp(datetime.now().astimezone())} heal: {line}")
+
+
+def _line(line: str) -> None:
+    """One line of a service's output (skips carry values from the database: escaped)."""
+    click.echo(printable(line))
 
 
 def _warn(line: str) -> None:
-    click.echo(line, err=True)
+    click.echo(printable(line), err=True)
 
 
 @cli.command("doctor")
@@ -559,7 +579,7 @@ def doctor_command(settings: Settings, fmt: str) -> None:
         click.echo(render.to_json(report.as_json()))
     else:
         for line in report.lines():
-            click.echo(line)
+            click.echo(printable(line))
     if report.failed:
         raise CheckFailed(f"doctor: {len(report.failed)} of {len(report.checks)} checks failed")
 

@@ -20,11 +20,13 @@ APPLICATION_NAME = "sync-admin"
 CONNECT_TIMEOUT_SECONDS = 10
 
 _URL_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://")
-# user:password@ in a URL; the password runs to the last @ of the word (an unencoded @ in a password).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>\S*)(?=@)", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
-# The same, over a whole URL as given, spaces included (libpq's messages about a malformed URL quote parts of it).
-_GIVEN_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/?#@]*:(?P<secret>.*)@", re.I | re.S)
+# A word that may carry credentials: no white space (a password may hold quotes, so they do not end a word).
+_WORD = re.compile(r"\S+")
+# What may open a word before a URL (messages quote what they were given), then the scheme of a PostgreSQL URL,
+# however many slashes were typed after it (postgresql:/..., postgres:///...).
+_OPENING = re.compile(r"[\'\"(\[<]*")
+_SCHEME = re.compile(r"(?:postgres(?:ql)?(?:\+psycopg2?)?):/*", re.I)
 
 # Passwords of the URLs sync-admin was given, hidden wherever they show up, whatever quotes them.
 # Shorter ones are left to the patterns above: masking every "ab" of every message helps no one.
@@ -32,9 +34,37 @@ _known_passwords: set[str] = set()
 _MIN_KNOWN_PASSWORD = 4
 
 
+def _credentials(word: str) -> tuple[int, int] | None:
+    """Where the password of WORD is (start, end), when WORD looks like user:password@host, with or without a
+    scheme, slashes or anything else around it; None when it has none.
+
+    This does not parse URLs (what must be masked is exactly what may not parse): the password runs from the
+    first colon after the user name (after a PostgreSQL scheme, when there is one) to the word's last @.
+    """
+    at = word.rfind("@")
+    if at < 0:
+        return None
+    start = _OPENING.match(word).end()  # type: ignore[union-attr]  # matches the empty string at least
+    scheme = _SCHEME.match(word, start)
+    start = scheme.end() if scheme else start
+    colon = word.find(":", start, at)
+    if colon < 0:
+        return None
+    return colon + 1, at
+
+
+def _mask_word(match: re.Match[str]) -> str:
+    word = match.group()
+    found = _credentials(word)
+    if found is None or found[0] == found[1]:
+        return word
+    return word[: found[0]] + "***" + word[found[1] :]
+
+
 def mask(text: str, *passwords: str) -> str:
-    """Hide every password in a URL or conninfo string, in messages that quote one, and every known password."""
-    text = _URL_PASSWORD.sub(lambda m: m["head"] + ("***" if m["secret"] else ""), text)
+    """Hide every password: of anything shaped like user:password@host in TEXT (a URL, valid or not), of
+    password= keywords, and every password sync-admin has been given, wherever it appears."""
+    text = _WORD.sub(_mask_word, text)
     text = _KEYWORD_PASSWORD.sub(lambda m: m["head"] + "***", text)
     known = {password for password in _known_passwords if len(password) >= _MIN_KNOWN_PASSWORD}
     for password in sorted(known.union(passwords) - {""}, key=len, reverse=True):
@@ -44,8 +74,8 @@ def mask(text: str, *passwords: str) -> str:
 
 def _raw_password(url: str) -> str:
     """The password of a URL as typed (up to its last @), before libpq has parsed it (it may not parse)."""
-    match = _GIVEN_PASSWORD.match(url)
-    return match["secret"] if match else ""
+    found = _credentials(url.strip())
+    return url.strip()[found[0] : found[1]] if found else ""
 
 
 def _passwords_in(url: str) -> set[str]:
@@ -89,6 +119,8 @@ def libpq_url(url: str) -> str:
     except psycopg.ProgrammingError as exc:
         raise BadInput(f"malformed database URL {mask(plain, *given)!r}: {mask(first_line(exc), *given)}") from None
     problem = _invalid_option(params)
+    # A port that is no number may be a password typed without @host (postgresql://alice:secret): never echoed.
+    given |= {port for port in str(params.get("port", "")).split(",") if port and not port.isdigit()}
     if "@" in _raw_password(plain):  # libpq would take what follows the first @ for the host
         problem = "it has more than one @; write an @ of the user name or password as %40"
     if problem:
@@ -103,7 +135,7 @@ def _invalid_option(params: dict[str, object]) -> str | None:
     """What libpq would only reject at connect time (and we would misreport as "unreachable")."""
     for port in str(params.get("port", "")).split(","):
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            return f"port {port!r} is not a number from 1 to 65535"
+            return "its port is not a number from 1 to 65535 (a password goes before the host: user:password@host)"
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in _SSLMODES:
         return f"sslmode {sslmode!r} is not one of {', '.join(sorted(_SSLMODES))}"

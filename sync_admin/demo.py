@@ -150,7 +150,7 @@ def _switch_sync(conn: psycopg.Connection, on: bool, reason: str) -> flags.FlagC
     and percentage gates are `sync-admin flag enable --actor/--percentage`.
     """
     if on:
-        return flags.enable(conn, FLAG, actor=ACTOR, reason=reason)
+        return flags.enable(conn, FLAG, everyone=True, actor=ACTOR, reason=reason)
     return flags.disable(conn, FLAG, actor=ACTOR, reason=reason)  # no gate named: the kill switch
 
 

@@ -44,6 +44,15 @@ class Flag:
             parts.append(f"{self.percentage}%")
         return " + ".join(parts) or "no gate"
 
+    @property
+    def has_gate(self) -> bool:
+        return self.everyone or bool(self.actors) or self.percentage > 0
+
+    @property
+    def pulled(self) -> bool:
+        """The kill switch is pulled: off for every customer, with gates that resume would bring back."""
+        return not self.enabled and self.has_gate
+
 
 @dataclass(frozen=True)
 class FlagChange:
@@ -53,6 +62,11 @@ class FlagChange:
     @property
     def changed(self) -> bool:
         return self.before != self.after
+
+    @property
+    def kept_off(self) -> bool:
+        """A gate changed while the kill switch was pulled, and it stayed pulled (only resume undoes it)."""
+        return self.before.pulled and not self.after.enabled and self.changed
 
 
 @dataclass(frozen=True)
@@ -145,22 +159,30 @@ def get_flag(conn: psycopg.Connection, name: str, *, lock: bool = False) -> Flag
     return _flag(row)
 
 
+WHO_TO_ENABLE = "say for whom: --everyone, --actor CUSTOMER_ID or --percentage P; nothing changed"
+
+
 @_in_transaction
 def enable(
     conn: psycopg.Connection,
     name: str,
     *,
+    everyone: bool = False,
     actors: Sequence[int] = (),
     percentage: int | None = None,
     actor: str | None = None,
     reason: str | None = None,
 ) -> FlagChange:
-    """Switch the flag on: for everyone when no gate is named, else for the actors and/or percentage.
+    """Add gates: the everyone gate, actors and/or a percentage (other gates are kept: they combine with OR).
 
-    Other gates are kept (they combine with OR); the kill switch is turned on.
+    Everyone is never implied: a call that names no gate is refused. The kill switch is turned on only when it
+    is off without any gate (a new flag): when it was pulled, the gates change and it stays pulled, because
+    switching it on would also bring back every other gate; only `resume` undoes the kill switch.
     """
-    before = get_flag(conn, name, lock=True)
+    if not (everyone or actors or percentage is not None):
+        raise BadInput(WHO_TO_ENABLE)
     _check_percentage(percentage)
+    before = get_flag(conn, name, lock=True)
     _check_customers_exist(conn, actors)
     set_audit_context(conn, actor, reason)
     if actors:
@@ -169,10 +191,14 @@ def enable(
             " SELECT %s, unnest(%s::bigint[]) ON CONFLICT DO NOTHING",
             (name, list(actors)),
         )
-    everyone = before.everyone or (not actors and percentage is None)
     conn.execute(
-        "UPDATE billing_sync.feature_flags SET enabled = true, everyone = %s, percentage = %s WHERE name = %s",
-        (everyone, before.percentage if percentage is None else percentage, name),
+        "UPDATE billing_sync.feature_flags SET enabled = %s, everyone = %s, percentage = %s WHERE name = %s",
+        (
+            not before.pulled,
+            before.everyone or everyone,
+            before.percentage if percentage is None else percentage,
+            name,
+        ),
     )
     return FlagChange(before, get_flag(conn, name))
 
@@ -306,6 +332,28 @@ def history(conn: psycopg.Connection, name: str, *, limit: int | None = None) ->
         (name, limit),
     ).fetchall()
     return [FlagEvent(**row) for row in rows]
+
+
+def last_kill(conn: psycopg.Connection, name: str) -> FlagEvent | None:
+    """The event that pulled the kill switch now in force (enabled true -> false), if the flag is off."""
+    cur = conn.cursor(row_factory=dict_row)
+    row = cur.execute(
+        """
+        SELECT id, occurred_at, flag_name, table_name, operation, database_user,
+               application_name, actor, reason, before, after
+        FROM billing_sync.feature_flag_events
+        WHERE flag_name = %s AND table_name = 'feature_flags'
+          AND (before ->> 'enabled') IS DISTINCT FROM (after ->> 'enabled')
+        ORDER BY id DESC
+        LIMIT 1
+        """,
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    if (row["before"] or {}).get("enabled") is not True or (row["after"] or {}).get("enabled") is not False:
+        return None
+    return FlagEvent(**row)
 
 
 def get_flag_or_history(conn: psycopg.Connection, name: str) -> None:

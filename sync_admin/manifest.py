@@ -65,7 +65,7 @@ def qualified(signature: str, file: str, revision: str) -> Function:
 
 
 FUNCTIONS = (
-    qualified("billing_sync.normalize_zuora_account_id(text)", "functions/normalize_zuora_account_id_v1.sql", "0001"),
+    qualified("billing_sync.normalize_zuora_account_id(text)", "functions/normalize_zuora_account_id_v2.sql", "0008"),
     invoker("billing_sync.touch_updated_at()", "functions/touch_updated_at_v1.sql", "0001"),
     definer("billing_sync.record_feature_flag_event()", "functions/record_feature_flag_event_v1.sql", "0001"),
     invoker("billing_sync.forbid_truncate()", "functions/forbid_truncate_v1.sql", "0001"),

@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from sync_admin.flags import Flag, FlagEvent
+from sync_admin.terminal import printable
 
 
 def timestamp(value: datetime | None) -> str:
@@ -21,17 +22,17 @@ def on_off(enabled: bool) -> str:
 
 
 def table(title: str | None, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    result = Table(title=title, title_justify="left", show_lines=False)
+    result = Table(title=None if title is None else printable(title), title_justify="left", show_lines=False)
     for header in headers:
         result.add_column(header)
     for row in rows:
-        result.add_row(*("" if cell is None else str(cell) for cell in row))
+        result.add_row(*("" if cell is None else printable(cell) for cell in row))
     return result
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     def cell(value: Any) -> str:
-        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+        return "" if value is None else printable(value).replace("|", "\\|")
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
@@ -43,27 +44,57 @@ def to_json(value: Any) -> str:
 
 
 def flags_table(flags: Sequence[Flag]) -> Table:
-    rows = ((f.name, kill_switch(f.enabled), f.gates, timestamp(f.updated_at)) for f in flags)
-    return table(None, ("flag", "kill switch", "gates", "updated at"), rows)
+    rows = ((f.name, state_word(f), f.gates, timestamp(f.updated_at)) for f in flags)
+    return table(None, ("flag", "state", "gates", "updated at"), rows)
 
 
-def kill_switch(enabled: bool) -> str:
-    return "on (gates apply)" if enabled else "OFF (off for every customer)"
+def state_word(flag: Flag) -> str:
+    """ON, or why it is OFF: the kill switch pulled (gates kept), or no gate yet."""
+    if flag.enabled:
+        return "ON"
+    return "OFF: kill switch pulled" if flag.pulled else "OFF: no gate"
 
 
-def flag_state_lines(flag: Flag, in_rollout: int) -> list[str]:
+def cohort(flag: Flag, in_rollout: int) -> str:
+    """`4,940 customers (10 %, 2 actors)`, or `everyone (12,000 customers)`."""
+    customers = f"{in_rollout:,} customer{'s' if in_rollout != 1 else ''}"
+    if flag.everyone:
+        return f"everyone ({customers})"
+    parts = [f"{flag.percentage} %"] if flag.percentage else []
+    if flag.actors:
+        parts.append(f"{len(flag.actors)} actor{'s' if len(flag.actors) != 1 else ''}")
+    return f"{customers} ({', '.join(parts) or 'no gate'})"
+
+
+def state_line(flag: Flag, in_rollout: int, kill: FlagEvent | None = None) -> str:
+    """The flag's state in one unambiguous line, the same in every command.
+
+    `ON for 4,940 customers (10 %, 2 actors)` / `OFF: kill switch pulled by alice at 03:12 (INC-9); gates kept:
+    everyone` / `OFF: no gate set`. `kill` is the event that pulled the kill switch (flags.last_kill).
+    """
+    if flag.enabled:
+        return f"ON for {cohort(flag, in_rollout)}"
+    if not flag.pulled:
+        return "OFF: no gate set"
+    pulled = "OFF: kill switch pulled"
+    if kill is not None:
+        pulled += f" by {kill.actor or kill.database_user} at {timestamp(kill.occurred_at)}"
+        pulled += f" ({kill.reason})" if kill.reason else ""
+    return f"{pulled}; gates kept: {flag.gates}"
+
+
+def flag_state_lines(flag: Flag, in_rollout: int, kill: FlagEvent | None = None) -> list[str]:
     actors = ", ".join(map(str, flag.actors[:20])) + (" ..." if len(flag.actors) > 20 else "")
     return [
-        f"{flag.name}: kill switch {kill_switch(flag.enabled)}",
+        f"{flag.name}: {state_line(flag, in_rollout, kill)}",
         f"  everyone:   {'yes' if flag.everyone else 'no'}",
         f"  actors:     {len(flag.actors)}" + (f" ({actors})" if flag.actors else ""),
-        f"  percentage: {flag.percentage}%",
-        f"  in rollout: {in_rollout} customer{'s' if in_rollout != 1 else ''} right now",
+        f"  percentage: {flag.percentage} %",
     ]
 
 
-def flag_status_lines(flag: Flag, in_rollout: int, last: FlagEvent | None) -> list[str]:
-    lines = flag_state_lines(flag, in_rollout)
+def flag_status_lines(flag: Flag, in_rollout: int, last: FlagEvent | None, kill: FlagEvent | None = None) -> list[str]:
+    lines = flag_state_lines(flag, in_rollout, kill)
     if last is not None:
         who = last.actor or last.database_user
         why = f" ({last.reason})" if last.reason else ""

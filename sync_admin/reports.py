@@ -61,7 +61,7 @@ def backfill_lines(result: backfill.Result) -> list[str]:
 
 
 def _off_reason(flag: Flag) -> str:
-    return "kill switch OFF" if not flag.enabled else "no gate is set"
+    return "the kill switch is pulled" if flag.pulled else "no gate is set"
 
 
 def _position(run: backfill.Run) -> str:
@@ -126,8 +126,8 @@ def _environment(report: verify.Report) -> str:
 
 def _flag_state(flag: Flag) -> str:
     return (
-        f"{flag.name}: kill switch {'on' if flag.enabled else 'OFF'}; everyone: {'yes' if flag.everyone else 'no'};"
-        f" actors: {len(flag.actors)}; percentage: {flag.percentage}%"
+        f"{flag.name}: {render.state_word(flag)}; everyone: {'yes' if flag.everyone else 'no'};"
+        f" actors: {len(flag.actors)}; percentage: {flag.percentage} %"
     )
 
 

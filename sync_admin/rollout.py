@@ -109,10 +109,21 @@ def on_for_everyone_period(conn: psycopg.Connection, name: str) -> Period:
 def _everyone_line(flag: flags.Flag) -> Line:
     name = "flag on for everyone"
     if not flag.enabled:
-        return Line(name, False, "the kill switch is OFF: the flag is off for every customer")
+        if flag.pulled:
+            return Line(
+                name,
+                False,
+                f"OFF: kill switch pulled (gates kept: {flag.gates});"
+                f" `sync-admin flag resume {flag.name}` once it is safe",
+            )
+        return Line(name, False, f"OFF: no gate set; `sync-admin flag enable {flag.name} --everyone`")
     if not flag.everyone:
-        return Line(name, False, f"kill switch on, but the everyone gate is off (gates: {flag.gates})")
-    return Line(name, True, "kill switch on, everyone gate on")
+        return Line(
+            name,
+            False,
+            f"ON, but not for everyone (gates: {flag.gates}): `sync-admin flag enable {flag.name} --everyone`",
+        )
+    return Line(name, True, "ON for everyone")
 
 
 def _duration_line(flag: flags.Flag, period: Period, min_hours: float) -> Line:

@@ -196,10 +196,13 @@ def test_with_the_flag_off_for_everyone_there_is_nothing_to_backfill(conn, capsy
     add_customers(conn, mixed_values(50))
     code, out, _ = backfill_cli(capsys, db_url)
     assert code == 0
-    assert "off for every customer (kill switch OFF): nothing to backfill" in out
-    set_gates(conn, enabled=True)  # kill switch on, but no gate
+    assert "off for every customer (no gate is set): nothing to backfill" in out
+    set_gates(conn, enabled=True)  # switched on, but no gate
     code, out, _ = backfill_cli(capsys, db_url)
     assert code == 0 and "(no gate is set): nothing to backfill" in out
+    set_gates(conn, enabled=False, everyone=True)  # the kill switch pulled, gates kept
+    code, out, _ = backfill_cli(capsys, db_url)
+    assert code == 0 and "(the kill switch is pulled): nothing to backfill" in out
     assert runs(conn) == [] and billing_snapshot(conn) == {"accounts": [], "memberships": []}
 
 

@@ -78,9 +78,11 @@ def empty_db_url(conn: psycopg.Connection, db_url: str) -> Iterator[str]:
 
 def test_enable_and_disable_write_one_audit_row_each_with_actor_reason_and_application(conn, capsys, db_url):
     start = last_event_id(conn)
-    code, out, err = run_cli(capsys, db_url, "flag", "enable", FLAG, "--reason", "INC-7 go", "--by", "pat")
+    code, out, err = run_cli(
+        capsys, db_url, "flag", "enable", FLAG, "--everyone", "--reason", "INC-7 go", "--by", "pat"
+    )
     assert (code, err) == (0, "")
-    assert f"{FLAG}: kill switch on" in out
+    assert f"{FLAG}: ON for everyone" in out
     assert flag_state(conn) == (True, True, 0)
 
     code, out, err = run_cli(capsys, db_url, "flag", "disable", FLAG, "--reason", "INC-8 stop", "--by", "sam")
@@ -103,9 +105,9 @@ def test_enable_and_disable_write_one_audit_row_each_with_actor_reason_and_appli
 
 
 def test_a_change_that_changes_nothing_writes_no_audit_row(conn, capsys, db_url):
-    assert run_cli(capsys, db_url, "flag", "enable", FLAG)[0] == 0
+    assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone")[0] == 0
     start = last_event_id(conn)
-    code, out, _ = run_cli(capsys, db_url, "flag", "enable", FLAG, "--reason", "again")
+    code, out, _ = run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone", "--reason", "again")
     assert code == 0
     assert "nothing changed" in out
     assert latest_events(conn, start) == []
@@ -113,7 +115,7 @@ def test_a_change_that_changes_nothing_writes_no_audit_row(conn, capsys, db_url)
 
 def test_without_by_the_actor_is_the_os_user(conn, capsys, db_url):
     start = last_event_id(conn)
-    assert run_cli(capsys, db_url, "flag", "enable", FLAG)[0] == 0
+    assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone")[0] == 0
     [event] = latest_events(conn, start)
     assert event["actor"] == flags.default_actor()
     assert event["reason"] is None
@@ -128,16 +130,15 @@ def test_flag_list_and_status(conn, capsys, db_url):
     assert (code, err) == (0, "")
     assert FLAG in out and "OFF" in out
 
-    run_cli(capsys, db_url, "flag", "enable", FLAG, "--by", "pat", "--reason", "go")
+    run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone", "--by", "pat", "--reason", "go")
     code, out, err = run_cli(capsys, db_url, "flag", "status", FLAG)
     assert (code, err) == (0, "")
-    assert f"{FLAG}: kill switch on" in out
-    assert "in rollout: 2 customers" in out
+    assert f"{FLAG}: ON for everyone (2 customers)" in out
     assert "last change:" in out and "by pat (go)" in out
 
 
 def test_flag_history_in_every_format(conn, capsys, db_url):
-    run_cli(capsys, db_url, "flag", "enable", FLAG, "--by", "pat", "--reason", "go | now")
+    run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone", "--by", "pat", "--reason", "go | now")
     run_cli(capsys, db_url, "flag", "disable", FLAG, "--by", "sam", "--reason", "stop")
 
     code, out, err = run_cli(capsys, db_url, "flag", "history", FLAG, "--format", "json")
@@ -185,7 +186,7 @@ def test_db_current_names_the_head_and_masks_the_password(conn, capsys, db_url):
     assert (code, err) == (0, "")
     assert "up to date" in out and "***" in out
     assert password not in out
-    code, out, err = run_cli(capsys, url, "flag", "enable", FLAG)
+    code, out, err = run_cli(capsys, url, "flag", "enable", FLAG, "--everyone")
     assert code == 0 and password not in out + err
 
 
@@ -224,7 +225,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(conn, capsys, db_ur
     [
         ["flag", "list"],
         ["flag", "status", FLAG],
-        ["flag", "enable", FLAG, "--reason", SECRET],
+        ["flag", "enable", FLAG, "--everyone", "--reason", SECRET],
         ["flag", "history", FLAG],
         ["db", "current"],
         ["db", "upgrade", "head"],
@@ -239,7 +240,12 @@ def test_an_unreachable_database_exits_3_without_the_password(capsys, args):
 
 
 def test_a_database_that_is_not_migrated_exits_3_and_says_what_to_do(capsys, empty_db_url):
-    for args in (["flag", "list"], ["flag", "status", FLAG], ["flag", "enable", FLAG], ["flag", "history", FLAG]):
+    for args in (
+        ["flag", "list"],
+        ["flag", "status", FLAG],
+        ["flag", "enable", FLAG, "--everyone"],
+        ["flag", "history", FLAG],
+    ):
         code, out, err = run_cli(capsys, empty_db_url, *args)
         assert code == 3, (args, out, err)
         assert_one_line_error(out, err)
@@ -257,7 +263,17 @@ def test_a_database_that_is_not_migrated_exits_3_and_says_what_to_do(capsys, emp
 def test_installed_command_enables_the_flag_with_an_audit_row(conn, db_url, tmp_path):
     start = last_event_id(conn)
     result = sync_admin(
-        "--database-url", db_url, "flag", "enable", FLAG, "--reason", "from CI", "--by", "ci-bot", tmp_path=tmp_path
+        "--database-url",
+        db_url,
+        "flag",
+        "enable",
+        FLAG,
+        "--everyone",
+        "--reason",
+        "from CI",
+        "--by",
+        "ci-bot",
+        tmp_path=tmp_path,
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert flag_state(conn) == (True, True, 0)
@@ -293,10 +309,25 @@ def test_installed_command_with_debug_shows_the_traceback_but_not_the_password(t
 
 def test_click_runner_reads_and_switches_flags(conn, db_url):
     runner = CliRunner()
-    result = runner.invoke(cli, ["--database-url", db_url, "flag", "enable", FLAG, "--by", "runner"])
+    result = runner.invoke(cli, ["--database-url", db_url, "flag", "enable", FLAG, "--everyone", "--by", "runner"])
     assert result.exit_code == 0, result.output
     assert flag_state(conn) == (True, True, 0)
     result = runner.invoke(cli, ["--database-url", db_url, "flag", "list"])
     assert result.exit_code == 0 and FLAG in result.output
     result = runner.invoke(cli, ["--database-url", db_url, "flag", "history", FLAG, "--format", "bogus"])
     assert result.exit_code == 2
+
+
+def test_terminal_output_escapes_control_characters_and_markup_from_the_database(conn, capsys, db_url):
+    """A reason or actor is anyone's text: an escape sequence, a newline that fakes a status line, a
+    right-to-left override or rich markup must reach the terminal as visible text, one value on one line."""
+    reason = "\x1b[31mRED\nkill switch: ON\u202e[bold]x[/bold]"
+    code, _, err = run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone", "--by", "eve\x07", "--reason", reason)
+    assert (code, err) == (0, "")
+    for args in (["flag", "status", FLAG], ["flag", "history", FLAG], ["flag", "list"]):
+        code, out, err = run_cli(capsys, db_url, *args)
+        assert (code, err) == (0, ""), args
+        assert not set(out) & {"\x1b", "\x07", "\u202e"}, (args, out)
+        assert not [line for line in out.splitlines() if line.strip().startswith("kill switch: ON")], (args, out)
+    status = run_cli(capsys, db_url, "flag", "status", FLAG)[1]
+    assert "by eve\\x07 (\\x1b[31mRED\\nkill switch: ON\\u202e[bold]x[/bold])" in status

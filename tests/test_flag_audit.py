@@ -168,7 +168,7 @@ def test_the_context_does_not_leak_into_the_next_transaction(conn):
 def test_a_sync_admin_change_leaves_no_context_on_its_connection(conn):
     """Under PgBouncer transaction pooling the next client gets this server session: nothing may stick."""
     start = last_event_id(conn)
-    flags.enable(conn, FLAG, actor="pat", reason="library call")
+    flags.enable(conn, FLAG, everyone=True, actor="pat", reason="library call")
     assert conn.execute(
         "SELECT current_setting('billing_sync.actor', true), current_setting('billing_sync.reason', true)"
     ).fetchone() in {("", ""), (None, None)}

@@ -29,6 +29,12 @@ SHAPES = {
     "upper case scheme": (f"POSTGRESQL://app:{SECRET}@h/db", "POSTGRESQL://app:***@h/db"),
     "percent-encoded": ("postgresql://app:p%40ss%3Aw0rd%2F@h/db", "postgresql://app:***@h/db"),
     "raw @ in password": ("postgresql://app:p@ssw0rd@h/db", "postgresql://app:***@h/db"),
+    # Shapes that are no URL at all: masking must not depend on parsing (issue 12).
+    "scheme without colon": (f"postgresql//alice:{SECRET}@localhost/prod", "postgresql//alice:***@localhost/prod"),
+    "scheme with one slash": (f"postgresql:/alice:{SECRET}@localhost/prod", "postgresql:/alice:***@localhost/prod"),
+    "no scheme": (f"alice:{SECRET}@host/db", "alice:***@host/db"),
+    "quoted in a message": (f"cannot use '(alice:{SECRET}@h)'", "cannot use '(alice:***@h)'"),
+    "password starting with a slash": (f"postgres:/bob:/{SECRET}@h", "postgres:/bob:***@h"),
     "raw : in password": ("postgresql://app:pa:ss@h/db", "postgresql://app:***@h/db"),
     "raw / ? # in password": ("postgresql://app:p/a?s#s@h/db", "postgresql://app:***@h/db"),
     "quote in password": ("postgresql://app:it's@h/db", "postgresql://app:***@h/db"),
@@ -94,6 +100,30 @@ def test_a_malformed_url_that_quotes_the_password_is_refused_without_it(capsys):
     code, out, err = run_cli(capsys, "postgresql://app:two words@h/db", "flag", "list")
     assert code == 2
     assert "two words" not in out + err and "malformed database URL" in err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql//alice:{SECRET}@localhost/prod",
+        f"postgresql:/alice:{SECRET}@localhost/prod",
+        f"alice:{SECRET}@host/db",
+        f"postgresql://alice:{SECRET}",
+        f"  postgresql://alice:{SECRET}@",
+    ],
+)
+def test_a_url_of_any_shape_is_refused_in_one_line_without_the_password(url):
+    # A process of its own: in this one, earlier tests have taught db.mask the secret already.
+    done = subprocess.run(
+        [sys.executable, "-c", "from sync_admin.cli import main; main()", "--database-url", url, "flag", "list"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYNC_ADMIN_DATA_DIR": "/nonexistent-so-no-embedded-server-starts"},
+        timeout=60,
+    )
+    assert done.returncode in (2, 3), done  # malformed, or (the last) well-formed but no server there
+    assert SECRET not in done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_a_url_with_an_unencoded_at_sign_is_refused_without_the_password(capsys):

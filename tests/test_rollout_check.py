@@ -33,7 +33,7 @@ def days_pass(conn, hours: float) -> None:
 @pytest.fixture
 def released(conn, capsys, db_url) -> list[int]:
     """On for everyone (through sync-admin, so audited), customers synced by the triggers."""
-    assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--reason", "release", "--by", "rita")[0] == 0
+    assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone", "--reason", "release", "--by", "rita")[0] == 0
     return [insert_customer(conn, f"A{i % 3}", f"c{i}@example.com") for i in range(10)]
 
 
@@ -97,7 +97,10 @@ def test_a_percentage_rollout_is_not_on_for_everyone(conn, capsys, db_url):
     assert code == 1
     failed = lines_by_verdict(out)["FAIL"]
     assert len(failed) == 2
-    assert "flag on for everyone: kill switch on, but the everyone gate is off (gates: 50%)" in failed[0]
+    assert (
+        f"flag on for everyone: ON, but not for everyone (gates: 50%): `sync-admin flag enable {FLAG} --everyone`"
+        in failed[0]
+    )
     assert "not on for everyone now" in failed[1]
 
 
@@ -106,7 +109,10 @@ def test_kill_switch_off_fails(conn, capsys, db_url, released):
     assert run_cli(capsys, db_url, "flag", "disable", FLAG, "--reason", "incident")[0] == 0
     code, out, _ = check(capsys, db_url)
     assert code == 1
-    assert "FAIL  flag on for everyone: the kill switch is OFF" in out
+    assert (
+        "FAIL  flag on for everyone: OFF: kill switch pulled (gates kept: everyone);"
+        f" `sync-admin flag resume {FLAG}` once it is safe"
+    ) in out
 
 
 def test_drift_fails_with_examples(conn, capsys, db_url, released):

@@ -173,12 +173,65 @@ def test_cli_actor_add_and_remove(conn, capsys, db_url):
     assert conn.execute("SELECT enabled FROM billing_sync.feature_flags").fetchone() == (True,)
 
 
-def test_cli_enable_without_gates_is_on_for_everyone(conn, capsys, db_url):
+def test_cli_enable_never_implies_everyone_and_says_how(conn, capsys, db_url):
     add_customers(conn, 20)
-    code, out, _ = run_cli(capsys, db_url, "flag", "enable", FLAG)
+    before = audit_events(conn)
+    code, out, err = run_cli(capsys, db_url, "flag", "enable", FLAG)
+    assert code == 2 and out == ""
+    assert err.strip() == "error: say for whom: --everyone, --actor CUSTOMER_ID or --percentage P; nothing changed"
+    assert enabled_ids(conn) == set() and audit_events(conn) == before
+
+    code, out, _ = run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone")
     assert code == 0
-    assert "everyone:   yes" in out and "in rollout: 20 customers" in out
+    assert f"{FLAG}: ON for everyone (20 customers)" in out
     assert len(enabled_ids(conn)) == 20
+
+
+def test_adding_a_gate_while_the_kill_switch_is_pulled_keeps_it_pulled(conn, capsys, db_url):
+    """After the kill switch, `flag enable --actor 5` (testing one customer during the incident) used to switch
+    the flag back on, and with it the everyone gate for every customer. Only `flag resume` undoes the kill switch."""
+    add_customers(conn, 20)
+    assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone")[0] == 0
+    assert run_cli(capsys, db_url, "flag", "disable", FLAG, "--by", "alice", "--reason", "INC-9")[0] == 0
+    assert enabled_ids(conn) == set()
+
+    code, out, _ = run_cli(
+        capsys, db_url, "flag", "enable", FLAG, "--actor", "5", "--reason", "test one customer during incident"
+    )
+    assert code == 0
+    assert enabled_ids(conn) == set()  # nobody: the kill switch stays pulled
+    first = out.splitlines()[0]
+    assert first.startswith(f"{FLAG}: OFF: kill switch pulled by alice at ")
+    assert first.endswith("(INC-9); gates kept: everyone + 1 actor")
+    assert f"the kill switch stays pulled: `sync-admin flag resume {FLAG}` switches the flag back on" in out
+
+    code, out, _ = run_cli(capsys, db_url, "flag", "status", FLAG)
+    assert code == 0 and "OFF: kill switch pulled by alice" in out and "(INC-9)" in out
+
+    code, out, _ = run_cli(capsys, db_url, "flag", "resume", FLAG, "--reason", "INC-9 resolved")
+    assert code == 0 and f"{FLAG}: ON for everyone (20 customers)" in out
+    assert len(enabled_ids(conn)) == 20
+
+
+def test_a_new_flag_without_gates_is_switched_on_by_its_first_gate(conn, capsys, db_url):
+    add_customers(conn, 20)
+    code, out, _ = run_cli(capsys, db_url, "flag", "status", FLAG)
+    assert code == 0 and f"{FLAG}: OFF: no gate set" in out
+    code, out, _ = run_cli(capsys, db_url, "flag", "enable", FLAG, "--actor", "3", "--actor", "4")
+    assert code == 0 and f"{FLAG}: ON for 2 customers (2 actors)" in out
+    assert enabled_ids(conn) == {3, 4}
+
+
+def test_the_state_reads_the_same_in_list_status_and_changes(conn, capsys, db_url):
+    add_customers(conn, 1000)
+    code, out, _ = run_cli(capsys, db_url, "flag", "enable", FLAG, "--percentage", "10", "--actor", "1", "--actor", "2")
+    assert code == 0
+    expected = len({i for i in range(1, 1001) if unleash_bucket(FLAG, i) <= 10} | {1, 2})
+    line = f"{FLAG}: ON for {expected:,} customers (10 %, 2 actors)"
+    assert line in out
+    assert line in run_cli(capsys, db_url, "flag", "status", FLAG)[1]
+    listed = run_cli(capsys, db_url, "flag", "list")[1]
+    assert "ON" in listed and "kill switch on" not in listed
 
 
 def test_cli_status_counts_the_rollout_and_explain_names_the_gate(conn, capsys, db_url):
@@ -187,8 +240,8 @@ def test_cli_status_counts_the_rollout_and_explain_names_the_gate(conn, capsys, 
     code, out, _ = run_cli(capsys, db_url, "flag", "status", FLAG)
     assert code == 0
     expected = len({i for i in range(1, 1001) if unleash_bucket(FLAG, i) <= 25} | {1000})
-    assert f"in rollout: {expected} customers" in out
-    assert "percentage: 25%" in out
+    assert f"ON for {expected:,} customers (25 %, 1 actor)" in out
+    assert "percentage: 25 %" in out
 
     code, out, _ = run_cli(capsys, db_url, "flag", "explain", FLAG, "1")  # bucket 36
     assert code == 0 and "off for customer 1" in out and "bucket 36 > 25%" in out

@@ -434,3 +434,24 @@ def test_after_a_mixed_sequence_of_writes_memberships_are_exactly_the_derived_se
     assert conn.execute(
         "SELECT count(*) = count(DISTINCT zuora_account_id) FROM public.billing_accounts"
     ).fetchone() == (True,)
+
+
+def test_the_account_rule_in_sql_agrees_with_the_reference_on_every_boundary(conn):
+    """billing_sync.normalize_zuora_account_id (v2 since revision 0008: a length check and a `+` class instead of
+    the slow bounded repetition {1,64}) against derive(), over lengths 0-66 with every kind of character at the
+    first, a middle and the last position, padded with every blank."""
+    blanks = [" ", "\t", "\n", "\r", "\x0b", "\x0c"]
+    odd = [" ", "\t", "\n", "é", "ä", "\x01", "!", "/", "\u00a0", "\u2028", "\uff21", "0", "_", ".", "-"]
+    values: list[str | None] = [None]
+    for length in (0, 1, 2, 63, 64, 65, 66):
+        base = "a" * length
+        values.append(base)
+        values += [blank + base + blank for blank in blanks]
+        for char in odd:
+            for position in {0, length // 2, max(length - 1, 0)}:
+                values.append(base[:position] + char + base[position + 1 :])
+    rows = conn.execute(
+        "SELECT v, billing_sync.normalize_zuora_account_id(v) FROM unnest(%s::text[]) AS u(v)", (values,)
+    ).fetchall()
+    assert len(rows) == len(values)
+    assert [(value, derived) for value, derived in rows if derived != derive(value)] == []

@@ -185,7 +185,7 @@ MARKDOWN_SNAPSHOT = """\
 
 - **Checked at:** <TIMESTAMP>
 - **Environment:** database <DATABASE> on <HOST> as <USER>, PostgreSQL <VERSION>
-- **Flag:** account_data_persistence: kill switch on; everyone: yes; actors: 0; percentage: 0%
+- **Flag:** account_data_persistence: ON; everyone: yes; actors: 0; percentage: 0 %
 
 | customers | in rollout | billing accounts | memberships |
 | --- | --- | --- | --- |
