@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,8 @@ PIPE_WIDTH = 200
 out = SafeConsole(width=None if sys.stdout.isatty() else PIPE_WIDTH)
 err = SafeConsole(stderr=True, soft_wrap=True)
 
+# A customer id is a positive bigint: anything larger is bad input (exit 2), not a database error.
+CUSTOMER_ID = click.IntRange(1, 2**63 - 1)
 FORMATS = click.Choice(["text", "json", "markdown"])
 
 
@@ -171,7 +174,7 @@ def flag_status(settings: Settings, name: str) -> None:
 
 @flag_group.command("explain")
 @click.argument("name")
-@click.argument("customer_id", type=int)
+@click.argument("customer_id", type=CUSTOMER_ID)
 @pass_settings
 def flag_explain(settings: Settings, name: str, customer_id: int) -> None:
     """Is flag NAME on for CUSTOMER_ID, and which gate decided it?"""
@@ -189,7 +192,7 @@ def _change_options(command: click.Command) -> click.Command:
 ACTOR_OPTION = click.option(
     "--actor",
     "actors",
-    type=click.IntRange(min=1),
+    type=CUSTOMER_ID,
     multiple=True,
     metavar="CUSTOMER_ID",
     help="A customer id (repeatable).",
@@ -620,7 +623,8 @@ def _log_to_stderr() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one line on stderr and a meaningful exit code for every failure."""
+    """Entry point: one line on stderr and a meaningful exit code for every failure (--debug adds the
+    traceback before that line and keeps the exit code)."""
     args = sys.argv[1:] if argv is None else argv
     _log_to_stderr()
     debug = "--debug" in args
@@ -629,29 +633,29 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         err.print("aborted")
         sys.exit(130)
-    except click.ClickException as exc:
-        if debug:
-            raise
-        err.print(f"error: {db.mask(exc.format_message())} (see `sync-admin --help`)", markup=False)
-        sys.exit(BadInput.exit_code if isinstance(exc, click.UsageError) else exc.exit_code)
-    except SyncAdminError as exc:
-        if debug:
-            raise
-        err.print(f"error: {db.mask(str(exc))}", markup=False)
-        sys.exit(exc.exit_code)
-    except psycopg.Error as exc:
-        if debug:
-            raise
-        err.print(f"database error: {db.mask(db.first_line(exc))}", markup=False)
-        sys.exit(1)
-    except Exception as exc:  # a bug of ours: still one line, the traceback is one flag away
-        if debug:
-            raise
-        err.print(
-            f"internal error: {type(exc).__name__}: {db.mask(db.first_line(exc))} (run with --debug for the traceback)",
-            markup=False,
-        )
-        sys.exit(1)
+    except Exception as exc:
+        line, code = _failure(exc)
+        if debug:  # masked too: an exception's text may quote a URL
+            sys.stderr.write(db.mask(traceback.format_exc()))
+        err.print(line)
+        sys.exit(code)
+
+
+def _failure(exc: Exception) -> tuple[str, int]:
+    """The one line and the exit code for a failure."""
+    if isinstance(exc, click.ClickException):
+        code = BadInput.exit_code if isinstance(exc, click.UsageError) else exc.exit_code
+        return f"error: {db.mask(exc.format_message())} (see `sync-admin --help`)", code
+    if isinstance(exc, SyncAdminError):
+        return f"error: {db.mask(str(exc))}", exc.exit_code
+    denied = db.permission_denied(exc)
+    if denied is not None:
+        return f"error: {db.mask(denied)}", 1
+    if isinstance(exc, psycopg.Error):
+        return f"database error: {db.mask(db.first_line(exc))}", 1
+    # A bug of ours: still one line, the traceback is one flag away.
+    name = type(exc).__name__
+    return f"internal error: {name}: {db.mask(db.first_line(exc))} (run with --debug for the traceback)", 1
 
 
 if __name__ == "__main__":

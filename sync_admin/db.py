@@ -200,6 +200,22 @@ def transaction(url: str) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+# The group role that every rollout and monitoring command works for (revisions 0005 and 0009).
+ADMIN_ROLE = "billing_sync_admin"
+
+
+def permission_denied(exc: BaseException) -> str | None:
+    """The line for a permission error (psycopg's, or SQLAlchemy's wrapping of it), naming the role that is
+    needed; None for any other error."""
+    original = getattr(exc, "orig", exc)  # SQLAlchemy (alembic) wraps the driver's error
+    if not isinstance(original, psycopg.errors.InsufficientPrivilege):
+        return None
+    return (
+        f"{first_line(original)}: this command needs a login role that is a member of {ADMIN_ROLE}"
+        f" (GRANT {ADMIN_ROLE} TO <your role>, as the migration owner), or the migration owner itself"
+    )
+
+
 def require_migrated(conn: psycopg.Connection) -> None:
     """Exit 3 with the fix when the billing_sync schema is not installed."""
     installed = conn.execute("SELECT to_regclass('billing_sync.feature_flags') IS NOT NULL").fetchone()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -155,13 +155,88 @@ def _latest(conn: psycopg.Connection, reason: str, start: datetime, limit: int) 
     return tuple(cur.execute(query, (reason, start, limit)).fetchall())
 
 
+BIGINT_MAX = 2**63 - 1
+
+
 def parse_pointer(payload: str) -> Pointer | None:
-    """The pointer in a notification's payload; None for a payload this version does not understand."""
+    """The pointer in a notification's payload; None for a payload this version does not understand.
+
+    Any role can NOTIFY the channel, so the payload is untrusted: anything but two integers in bigint range
+    (a float, Infinity, NaN, a huge number, another shape) is not a pointer."""
     try:
         data = json.loads(payload)
-        return Pointer(int(data["transaction_id"]), int(data["first_event_id"]))
+        numbers = (data["transaction_id"], data["first_event_id"])
     except (ValueError, TypeError, KeyError):
         return None
+    if not all(type(n) is int and 0 <= n <= BIGINT_MAX for n in numbers):
+        return None
+    return Pointer(numbers[0], numbers[1])
+
+
+@dataclass
+class EventCursor:
+    """Where a reader of billing_sync.sync_events is, in the server's own terms, so that each event is read once,
+    whether or not a notification announced it (the application can suppress its notifications; any role can
+    send fake ones): the table is the truth.
+
+    Event ids come from a sequence, in the order rows are written, not in the order their transactions commit,
+    so "the ids after the last one seen" would miss a transaction that committed late. Each read takes one
+    snapshot and remembers the highest id it could see and the transactions still in progress then. The next
+    read takes the ids above that highest id and the events of those in-progress transactions. Why nothing is
+    missed: only the sync's triggers record events, after the customer write that gave their transaction its
+    id, so a transaction that drew an event id before a read's snapshot was in progress at it (or committed, and
+    seen); one that started later draws ids above the highest one seen. An in-progress transaction's events are
+    looked for from the highest id seen one read before it was first seen (a margin of a whole read interval).
+    """
+
+    max_id: int | None = None  # the highest id visible at the last read; None before the first
+    earlier_max_id: int = 0  # the same, one read before
+    open_floors: dict[int, int] = field(default_factory=dict)  # in progress then -> ids above this may be theirs
+
+
+_SNAPSHOT = """
+SELECT coalesce((SELECT max(id) FROM billing_sync.sync_events), 0),
+       ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x)
+"""
+
+
+def read_new(conn: psycopg.Connection, cursor: EventCursor) -> Iterator[SkipEvent]:
+    """The events committed since the last read of CURSOR, by id, a page at a time; advances CURSOR.
+
+    The first read only places the cursor (now): it yields nothing. CONN must be in autocommit mode."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        row = conn.execute(_SNAPSHOT).fetchone()
+        assert row is not None
+        newest, in_progress = int(row[0]), [int(x) for x in row[1]]
+        previous, floors = cursor.max_id, cursor.open_floors
+        if previous is not None:
+            yield from _pages(conn, previous, floors)
+        # A transaction first seen in progress now had no transaction id one read ago: its ids are above the
+        # highest id seen the read before (all of them, before the first read: it may have drawn them earlier).
+        start = cursor.earlier_max_id
+        cursor.open_floors = {xid: floors.get(xid, start) for xid in in_progress}
+        cursor.earlier_max_id = newest if previous is None else previous
+        cursor.max_id = newest
+
+
+def _pages(conn: psycopg.Connection, previous: int, floors: dict[int, int]) -> Iterator[SkipEvent]:
+    cur = conn.cursor(row_factory=class_row(SkipEvent))
+    last = min([previous, *floors.values()])
+    while True:
+        page = cur.execute(
+            f"""
+            SELECT {_COLUMNS} FROM billing_sync.sync_events
+            WHERE id > %s AND (id > %s OR transaction_id = ANY (%s))
+            ORDER BY id
+            LIMIT %s
+            """,
+            (last, previous, list(floors), PAGE),
+        ).fetchall()
+        yield from page
+        if len(page) < PAGE:
+            return
+        last = page[-1].id
 
 
 def pointed(conn: psycopg.Connection, pointer: Pointer, after_id: int = 0) -> Iterator[SkipEvent]:

@@ -1,24 +1,26 @@
 """`sync-admin watch`: print every skip the sync records, as it happens.
 
-LISTEN on the channel billing_sync_skips; each notification (one per statement that recorded skips,
-delivered when its transaction commits) points at its events, which are read from
-billing_sync.sync_events and printed one line each, and sent to Sentry when SENTRY_DSN is set.
-Every `heartbeat` seconds a line with counts shows the watch is alive (and checks the connection).
+The table billing_sync.sync_events is the truth: every skip committed since the last read is read from it
+(events.read_new, which misses no late-committing transaction and reads nothing twice), printed one line each,
+and sent to Sentry when SENTRY_DSN is set. Notifications on billing_sync_skips (one per statement that
+recorded skips) only wake the watch early: their payloads are not trusted (any role can NOTIFY; the
+application can suppress its own), and the table is read at least every `poll` seconds anyway. Every
+`heartbeat` seconds a line with counts shows the watch is alive (and checks the connection).
 
-When the connection drops (server restart, failover, a terminated backend) the watch reconnects
-with exponential backoff and then prints the events recorded meanwhile, whose notifications were
-lost with the connection. Ctrl-C or SIGTERM stops it cleanly (exit 0).
+When the connection drops (server restart, failover, a terminated backend) the watch reconnects with
+exponential backoff and goes on from where it was: the events recorded meanwhile are read like any others.
+Ctrl-C or SIGTERM stops it cleanly (exit 0).
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import FrameType
 
 import psycopg
@@ -29,18 +31,15 @@ from sync_admin.events_render import heartbeat_line, skip_line, timestamp
 from sync_admin.sentry import SentryReporter
 
 APPLICATION_NAME = "sync-admin watch"
-SEEN_TRANSACTIONS = 10_000  # transactions remembered to print each event once
 
 
 @dataclass(frozen=True)
 class Options:
     heartbeat: float = 30.0
-    sentry_per_statement: int = 100  # a bulk statement's further skips go to Sentry as one event per reason
+    poll: float = 2.0  # read the table at least this often, notification or not
+    sentry_per_transaction: int = 100  # a bulk statement's further skips go to Sentry as one event per reason
     first_backoff: float = 0.5
     max_backoff: float = 30.0
-    # Catch-up after a reconnect starts this long before the last moment the watch knew it was
-    # connected: a transaction that recorded events just before committing is still included.
-    catch_up_margin: timedelta = timedelta(minutes=1)
 
 
 Emit = Callable[[str], None]
@@ -58,7 +57,7 @@ class Watcher:
         self.listener: psycopg.Connection | None = None
         self.reader: psycopg.Connection | None = None
         self.alive_at: datetime | None = None  # server time when the connection last answered
-        self.seen: OrderedDict[int, int] = OrderedDict()  # transaction id -> highest event id printed
+        self.cursor = events.EventCursor()  # kept across reconnects: it is in the server's terms
         self.interval: Counter[str] = Counter()
         self.total: Counter[str] = Counter()
         self.next_beat = 0.0
@@ -73,6 +72,8 @@ class Watcher:
             self.listener = _connect(self.url)
             self.listener.execute(f"LISTEN {events.CHANNEL}")
             self.alive_at = events.server_now(self.reader)
+            if self.cursor.max_id is None:
+                self.read()  # places the cursor: what is committed from now on is printed
         except BaseException:
             self.close()
             raise
@@ -96,30 +97,28 @@ class Watcher:
                 delay = min(delay * 2, self.options.max_backoff)
                 self.warn(f"reconnect failed ({db.mask(db.first_line(exc))}); next try in {delay:g}s")
         self.warn("reconnected; printing the skips recorded while disconnected")
+        self.read()
 
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
         self.next_beat = time.monotonic() + self.options.heartbeat
-        lost_at: datetime | None = None
         while True:
             try:
-                if lost_at is not None:
-                    self.catch_up(lost_at - self.options.catch_up_margin)
-                    lost_at = None
                 self.listen_until_heartbeat()
                 self.heartbeat()
             except psycopg.OperationalError as exc:
-                lost_at = self.alive_at if lost_at is None else lost_at
                 self.reconnect(exc)
 
     def listen_until_heartbeat(self) -> None:
+        """Read the table whenever a notification wakes the watch, and at least every `poll` seconds."""
         assert self.listener is not None
         while (remaining := self.next_beat - time.monotonic()) > 0:
-            # Drain the generator first: it holds the connection's lock while it yields.
-            payloads = [notify.payload for notify in self.listener.notifies(timeout=remaining, stop_after=1)]
-            for payload in payloads:
-                self.follow(payload)
+            # Drain the generator first: it holds the connection's lock while it yields. The payloads are not
+            # read: a notification only says "look now".
+            woken = list(self.listener.notifies(timeout=min(remaining, self.options.poll), stop_after=1))
+            del woken
+            self.read()
 
     def heartbeat(self) -> None:
         assert self.reader is not None
@@ -129,42 +128,29 @@ class Watcher:
         self.interval = Counter()
         self.next_beat = time.monotonic() + self.options.heartbeat
 
-    def follow(self, payload: str) -> None:
-        """Print the events one notification points at."""
+    def read(self) -> None:
+        """Print every skip committed since the last read; to Sentry the first of each transaction, and the rest
+        of a bulk statement's as one overflow event per reason."""
         assert self.reader is not None
-        pointer = events.parse_pointer(payload)
-        if pointer is None:
-            self.warn(f"ignored a notification this version does not understand: {payload[:200]!r}")
-            return
-        overflow: Counter[str] = Counter()
-        after = self.seen.get(pointer.transaction_id, 0)
-        for shown, event in enumerate(events.pointed(self.reader, pointer, after)):
-            to_sentry = shown < self.options.sentry_per_statement
+        sent: Counter[int] = Counter()
+        overflow: dict[int, Counter[str]] = {}
+        for event in events.read_new(self.reader, self.cursor):
+            to_sentry = sent[event.transaction_id] < self.options.sentry_per_transaction
             self.show(event, to_sentry=to_sentry)
-            if not to_sentry:
-                overflow[event.reason] += 1
-        if overflow and self.reporter is not None:
-            self.reporter.report_overflow(pointer.transaction_id, overflow)
-
-    def catch_up(self, start: datetime) -> None:
-        assert self.reader is not None
-        for event in events.recorded_since(self.reader, start):
-            if event.id > self.seen.get(event.transaction_id, 0):
-                self.show(event, to_sentry=True)
+            if to_sentry:
+                sent[event.transaction_id] += 1
+            else:
+                overflow.setdefault(event.transaction_id, Counter())[event.reason] += 1
+        if self.reporter is not None:
+            for transaction_id, reasons in overflow.items():
+                self.reporter.report_overflow(transaction_id, reasons)
 
     def show(self, event: events.SkipEvent, *, to_sentry: bool) -> None:
         self.emit(skip_line(event))
         self.interval[event.reason] += 1
         self.total[event.reason] += 1
-        self.remember(event)
         if to_sentry and self.reporter is not None:
             self.reporter.report(event)
-
-    def remember(self, event: events.SkipEvent) -> None:
-        self.seen[event.transaction_id] = max(event.id, self.seen.get(event.transaction_id, 0))
-        self.seen.move_to_end(event.transaction_id)
-        while len(self.seen) > SEEN_TRANSACTIONS:
-            self.seen.popitem(last=False)
 
 
 def watch(url: str, options: Options, emit: Emit, warn: Emit, reporter: SentryReporter | None) -> int:

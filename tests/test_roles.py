@@ -297,3 +297,65 @@ def test_no_function_of_billing_sync_is_executable_by_public(conn):
         """
     ).fetchall()
     assert public == []
+
+
+# --- every rollout and monitoring command, as the admin role (revision 0009, issue 12) ---------------------
+
+ADMIN_COMMANDS = {
+    "db current": (("db", "current"), 0),
+    "flag status": (("flag", "status", FLAG), 0),
+    "verify": (("verify",), 1),  # it runs, and finds the drift made below
+    "backfill": (("backfill", "--settle-seconds", "5"), 0),
+    "backfill dry run": (("backfill", "--dry-run"), 0),
+    "rollout check": (("rollout", "check"), 1),  # it runs, and fails: the flag has not been on for a day
+    "errors": (("errors",), 0),
+    "doctor": (("doctor",), 0),
+    "heal once": (("heal", "--once", "--max-seconds", "5"), 0),
+    "events prune": (("events", "prune", "--older-than", "30d"), 0),
+}
+
+
+@pytest.mark.parametrize("command", ADMIN_COMMANDS, ids=list(ADMIN_COMMANDS))
+def test_every_rollout_and_monitoring_command_works_for_the_admin_role(conn, as_role, capsys, command):
+    """Tested as a non-superuser login that is a member of billing_sync_admin, as the README tells people to."""
+    flag_on(conn)
+    customer = conn.execute(
+        "INSERT INTO public.customers (email, zuora_account_id) VALUES ('a@example.com', 'A-1') RETURNING id"
+    ).fetchone()[0]
+    conn.execute("DELETE FROM public.billing_account_memberships")  # drift for verify, the backfill and heal
+    conn.execute(
+        "INSERT INTO billing_sync.sync_repairs (customer_id, reason, transaction_id) VALUES (%s, 'backfill_left', 1)",
+        (customer,),
+    )
+    url, login = as_role(ADMIN)
+    assert login().execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+    args, expected = ADMIN_COMMANDS[command]
+    code, out, err = run_cli(capsys, url, *args)
+    assert code == expected, (out, err)
+    assert "permission denied" not in out + err and "internal error" not in err
+
+
+def test_watch_works_for_the_admin_role(conn, as_role):
+    from test_watch import WatchProcess
+
+    url, _ = as_role(ADMIN)
+    watcher = WatchProcess(url)
+    try:
+        watcher.wait_for("watching channel")
+        flag_on(conn)
+        conn.execute(
+            "INSERT INTO public.customers (email, zuora_account_id) VALUES ('w@example.com', 'not an account')"
+        )
+        watcher.wait_for("not_an_account")
+    finally:
+        watcher.kill()
+
+
+def test_a_permission_error_names_the_role_that_is_needed(conn, as_role, capsys):
+    url, _ = as_role(APP)  # the application's role is not the admin's
+    code, out, err = run_cli(capsys, url, "verify")
+    assert code == 1 and out == ""
+    assert err.startswith("error: permission denied for function account_drift: this command needs a login role")
+    assert f"member of {ADMIN}" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(capsys, url, "db", "current")
+    assert code == 1 and "internal error" not in err and f"member of {ADMIN}" in err

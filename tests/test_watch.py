@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -214,22 +215,82 @@ def test_watch_sends_each_skip_to_sentry_with_its_reason_code_as_fingerprint(con
     assert code == 0 and "Traceback" not in err
 
 
-def test_a_bulk_statement_sends_a_bounded_number_of_sentry_events(conn, listener_session):
-    """Past the per-statement limit, the rest of a statement's skips go as one event per reason."""
+def test_a_bulk_statement_sends_a_bounded_number_of_sentry_events(conn):
+    """Past the per-transaction limit, the rest of a statement's skips go as one event per reason."""
     flag_on(conn)
     reported = Reporter()
-    watcher = Watcher("", Options(sentry_per_statement=10), lambda line: None, lambda line: None, reported)
+    watcher = Watcher("", Options(sentry_per_transaction=10), lambda line: None, lambda line: None, reported)
     watcher.reader = conn
+    watcher.read()  # places the cursor
     conn.execute(
         "INSERT INTO public.customers (email, zuora_account_id)"
         " SELECT 'c@example.com', 'bad ' || g FROM generate_series(1, 25) g"
     )
-    listener_session.execute("SELECT 1")
-    (notify,) = list(listener_session.notifies(timeout=0.2))
-    watcher.follow(notify.payload)
+    watcher.read()
     assert watcher.total == {"not_an_account": 25}
     assert len(reported.events) == 10
     assert reported.overflow == [Counter({"not_an_account": 15})]
+
+
+UNTRUSTED_PAYLOADS = [
+    '{"transaction_id": Infinity, "first_event_id": 1}',
+    '{"transaction_id": NaN, "first_event_id": 1}',
+    '{"transaction_id": 1e400, "first_event_id": 1}',
+    '{"transaction_id": 99999999999999999999999, "first_event_id": 1}',
+    '{"transaction_id": -1, "first_event_id": -5}',
+    '{"transaction_id": "1", "first_event_id": [1]}',
+    "[1, 2]",
+    "null",
+    "",
+    "\x1b[2J not json",
+]
+
+
+def test_no_notification_payload_stops_the_watch(conn, watch):
+    """Any role can NOTIFY billing_sync_skips: the payloads are never trusted, they only wake the watch."""
+    flag_on(conn)
+    process = watch()
+    for payload in UNTRUSTED_PAYLOADS:
+        conn.execute("SELECT pg_notify('billing_sync_skips', %s)", (payload,))
+    customer = insert_customer(conn, "not an account")
+    process.wait_for(rf"skip not_an_account: customer {customer} ")
+    code, _, err = process.interrupt()
+    assert code == 0 and "Traceback" not in err
+
+
+def test_skips_reach_the_watch_without_any_notification(conn, watch):
+    """The table is the truth: an event whose notification never came (suppressed, lost) is printed anyway."""
+    flag_on(conn)
+    process = watch()
+    customer = insert_customer(conn, "A-1")
+    conn.execute(
+        "INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)"
+        " VALUES (%s, 'UPDATE', 'not_an_account', 'quiet', 5, txid_current())",
+        (customer,),
+    )
+    process.wait_for(rf"skip not_an_account: customer {customer} .*'quiet'")
+
+
+def test_a_transaction_that_commits_after_a_later_one_is_not_missed(conn, connect, watch):
+    """Event ids follow the order rows are written, not the order transactions commit: the watch reads by
+    snapshot, so the early writer's skip, committed last, is printed too (and nothing twice)."""
+    flag_on(conn)
+    process = watch()
+    early = connect(autocommit=False)
+    early.execute(
+        "INSERT INTO public.customers (email, zuora_account_id) VALUES ('early@example.com', 'early bad')"
+    )  # open: its event has the lower id
+    late = insert_customer(conn, "late bad")
+    process.wait_for(rf"customer {late} ")
+    time.sleep(2.5)  # at least one read with the early transaction still open
+    early.commit()
+    process.wait_for(r"'early bad'")
+    process.wait_for(r"heartbeat")
+    code, out, _ = process.interrupt()
+    assert code == 0
+    printed = "\n".join(process.seen_out) + out
+    assert printed.count("'early bad'") == 1 and printed.count("'late bad'") == 1
+    assert out.splitlines()[-1] == "stopped; 2 skips seen"
 
 
 class Reporter:
