@@ -22,29 +22,23 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import class_row
 
-from sync_admin import flags, verify
+from sync_admin import defaults, flags, verify
 from sync_admin.db import first_line, mask
 from sync_admin.errors import SyncAdminError
 
-# Measured with bench/backfill_bench.py (1,000,000 customers from empty billing tables, PG 18, 2 cores):
-# 2,000 customers per batch (~40 ms each) finished as fast as 5,000 to 20,000 (18.6 s against 18.1-19.1 s)
-# while holding its row locks a half to a tenth as long; 1,000 lost ~15 % to per-batch overhead (21.7 s).
-DEFAULT_BATCH_SIZE = 2_000
-MAX_BATCH_SIZE = 100_000
-DEFAULT_SLEEP_SECONDS = 0.0
-# A batch that runs longer than this halves the next one (live traffic or a slow disk).
-DEFAULT_MAX_BATCH_SECONDS = 1.0
-# The statement timeout of a batch, as a multiple of --max-batch-seconds: a runaway batch is stopped
-# and retried smaller instead of holding its locks.
-STATEMENT_TIMEOUT_FACTOR = 10
+# Option defaults (sync_admin/defaults.py says why each).
+DEFAULT_BATCH_SIZE = defaults.BACKFILL_BATCH_SIZE
+MAX_BATCH_SIZE = defaults.BACKFILL_MAX_BATCH_SIZE
+DEFAULT_SLEEP_SECONDS = defaults.BACKFILL_SLEEP_SECONDS
+DEFAULT_MAX_BATCH_SECONDS = defaults.BACKFILL_MAX_BATCH_SECONDS
+STATEMENT_TIMEOUT_FACTOR = defaults.BACKFILL_STATEMENT_TIMEOUT_FACTOR
 # Waiting for a customer row that a live transaction has locked: give up before PostgreSQL's
 # deadlock_timeout (1 s), so that in a lock cycle the backfill, not the application, is the one to yield.
 LOCK_TIMEOUT_MS = 500
 ATTEMPTS_PER_BATCH = 5
 RETRY_PAUSE_SECONDS = 0.1
-# The final sweep retries customers held by live transactions (it never waits for one) for this long before
-# it gives up with exit 1; they stay queued for `sync-admin heal`. Pauses between fruitless sweeps double.
-DEFAULT_SETTLE_SECONDS = 30.0
+DEFAULT_SETTLE_SECONDS = defaults.BACKFILL_SETTLE_SECONDS
+# Pauses between fruitless sweeps double.
 SWEEP_PAUSE_FIRST = 0.05
 SWEEP_PAUSE_MAX = 1.0
 # The session advisory lock that keeps a second backfill out, a fixed 64-bit key (the first 8 bytes of

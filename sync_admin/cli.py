@@ -2,26 +2,73 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import sys
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import click
-import psycopg
-from rich.console import Console
 
-from sync_admin import backfill, db, flags, migrate, progress, render, reports, rollout, server, verify
+from sync_admin import defaults
 from sync_admin.errors import BadInput, CheckFailed, SyncAdminError
-from sync_admin.terminal import SafeConsole, printable
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def _lazy(name: str) -> ModuleType:
+    """Module NAME, loaded on its first use: a command imports only what it needs, and `sync-admin --help` no
+    database driver, SQLAlchemy or rich at all (start-up time, issue 12)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+backfill = _lazy("sync_admin.backfill")
+db = _lazy("sync_admin.db")
+flags = _lazy("sync_admin.flags")
+migrate = _lazy("sync_admin.migrate")
+progress = _lazy("sync_admin.progress")
+render = _lazy("sync_admin.render")
+reports = _lazy("sync_admin.reports")
+rollout = _lazy("sync_admin.rollout")
+server = _lazy("sync_admin.server")
+terminal = _lazy("sync_admin.terminal")
+verify = _lazy("sync_admin.verify")
+
+
+class _LazyConsole:
+    """A terminal.SafeConsole made on first use (rich loads only when something is printed)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            self._console = terminal.SafeConsole(**self._options)
+        return getattr(self._console, name)
+
+
+def printable(value: Any) -> str:
+    return terminal.printable(value)
+
 
 # Piped output is read by people too (CI logs, pasted reports): give tables room instead of rich's 80.
 PIPE_WIDTH = 200
-out = SafeConsole(width=None if sys.stdout.isatty() else PIPE_WIDTH)
-err = SafeConsole(stderr=True, soft_wrap=True)
+out = _LazyConsole(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = _LazyConsole(stderr=True, soft_wrap=True)
 
 # A customer id is a positive bigint: anything larger is bad input (exit 2), not a database error.
 CUSTOMER_ID = click.IntRange(1, 2**63 - 1)
@@ -306,9 +353,11 @@ def flag_history(settings: Settings, name: str, fmt: str, limit: int | None) -> 
 @pass_settings
 def demo_command(settings: Settings) -> None:
     """The whole story on a fresh database of the embedded server, in one screen."""
+    # The demo's console renders its own markup; what it prints from the database it wrote itself.
+    from rich.console import Console
+
     from sync_admin import demo
 
-    # The demo's console renders its own markup; what it prints from the database it wrote itself.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
     demo.run(console, url_given=settings.url_option is not None)
 
@@ -328,8 +377,8 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
 @cli.command("backfill")
 @click.option(
     "--batch-size",
-    type=click.IntRange(1, backfill.MAX_BATCH_SIZE),
-    default=backfill.DEFAULT_BATCH_SIZE,
+    type=click.IntRange(1, defaults.BACKFILL_MAX_BATCH_SIZE),
+    default=defaults.BACKFILL_BATCH_SIZE,
     show_default=True,
     metavar="N",
     help="Customers per batch; each batch is one short transaction.",
@@ -337,7 +386,7 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
 @click.option(
     "--sleep",
     type=FiniteFloatRange(min=0),
-    default=backfill.DEFAULT_SLEEP_SECONDS,
+    default=defaults.BACKFILL_SLEEP_SECONDS,
     show_default=True,
     metavar="SECONDS",
     help="Pause between batches.",
@@ -345,15 +394,16 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
 @click.option(
     "--max-batch-seconds",
     type=FiniteFloatRange(min=0, min_open=True),
-    default=backfill.DEFAULT_MAX_BATCH_SECONDS,
+    default=defaults.BACKFILL_MAX_BATCH_SECONDS,
     show_default=True,
     metavar="SECONDS",
-    help=f"A batch running longer halves the next; {backfill.STATEMENT_TIMEOUT_FACTOR}x this is its statement_timeout.",
+    help="A batch running longer halves the next;"
+    f" {defaults.BACKFILL_STATEMENT_TIMEOUT_FACTOR}x this is its statement_timeout.",
 )
 @click.option(
     "--settle-seconds",
     type=FiniteFloatRange(min=0),
-    default=backfill.DEFAULT_SETTLE_SECONDS,
+    default=defaults.BACKFILL_SETTLE_SECONDS,
     show_default=True,
     metavar="SECONDS",
     help="How long the final sweep retries customers held by open transactions before it exits 1.",
@@ -392,8 +442,8 @@ def backfill_command(
 @cli.command("verify")
 @click.option(
     "--examples",
-    type=click.IntRange(0, verify.MAX_EXAMPLES),
-    default=verify.DEFAULT_EXAMPLES,
+    type=click.IntRange(0, defaults.VERIFY_MAX_EXAMPLES),
+    default=defaults.VERIFY_EXAMPLES,
     show_default=True,
     metavar="N",
     help="Example customer ids per drift class.",
@@ -422,7 +472,7 @@ def rollout_group() -> None:
 @click.option(
     "--min-hours",
     type=FiniteFloatRange(min=0),
-    default=rollout.DEFAULT_MIN_HOURS,
+    default=defaults.ROLLOUT_MIN_HOURS,
     show_default=True,
     help="How long the flag must have been on for everyone.",
 )
@@ -651,6 +701,8 @@ def _failure(exc: Exception) -> tuple[str, int]:
     denied = db.permission_denied(exc)
     if denied is not None:
         return f"error: {db.mask(denied)}", 1
+    import psycopg
+
     if isinstance(exc, psycopg.Error):
         return f"database error: {db.mask(db.first_line(exc))}", 1
     # A bug of ours: still one line, the traceback is one flag away.

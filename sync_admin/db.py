@@ -6,14 +6,16 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 from psycopg import conninfo
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.pool import NullPool
 
 from sync_admin.errors import BadInput, DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 DATABASE_URL_ENV = "DATABASE_URL"
 APPLICATION_NAME = "sync-admin"
@@ -149,6 +151,9 @@ def sqlalchemy_engine(url: str, *, application_name: str = APPLICATION_NAME) -> 
     directories, percent-encoded options); handing psycopg the URL accepts every form the
     rest of sync-admin accepts.
     """
+    from sqlalchemy import create_engine  # here: only the migrations need SQLAlchemy (start-up time)
+    from sqlalchemy.pool import NullPool
+
     checked = libpq_url(url)
 
     def open_connection() -> psycopg.Connection:

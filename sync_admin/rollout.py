@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from sync_admin import flags, verify
+from sync_admin import defaults, flags, verify
 
-DEFAULT_MIN_HOURS = 24.0
+DEFAULT_MIN_HOURS = defaults.ROLLOUT_MIN_HOURS
 EXAMPLES = 5
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import psycopg
 
-from sync_admin import flags
+from sync_admin import defaults, flags
 from sync_admin.errors import DatabaseUnavailable
 
-DEFAULT_EXAMPLES = 5
-MAX_EXAMPLES = 1_000
+DEFAULT_EXAMPLES = defaults.VERIFY_EXAMPLES
+MAX_EXAMPLES = defaults.VERIFY_MAX_EXAMPLES
 
 DRIFT_CLASSES = (
     "missing_billing_account",

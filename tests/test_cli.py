@@ -331,3 +331,14 @@ def test_terminal_output_escapes_control_characters_and_markup_from_the_database
         assert not [line for line in out.splitlines() if line.strip().startswith("kill switch: ON")], (args, out)
     status = run_cli(capsys, db_url, "flag", "status", FLAG)[1]
     assert "by eve\\x07 (\\x1b[31mRED\\nkill switch: ON\\u202e[bold]x[/bold])" in status
+
+
+def test_help_loads_no_database_driver_sqlalchemy_or_rich():
+    """Start-up time (issue 12): `sync-admin --help` imports only click; bench/startup.py measures the time."""
+    code = (
+        "import sys; from sync_admin.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'psycopg', 'sqlalchemy', 'alembic', 'rich'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
