@@ -163,10 +163,27 @@ def db_upgrade(settings: Settings, revision: str) -> None:
 
 @db_group.command("downgrade")
 @click.argument("revision")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
 @pass_settings
-def db_downgrade(settings: Settings, revision: str) -> None:
-    """Downgrade the database to REVISION ("base" removes everything, data included)."""
+def db_downgrade(settings: Settings, revision: str, yes: bool) -> None:
+    """Downgrade the database to REVISION ("base" removes everything, data included): says what it undoes and
+    asks first (--yes for scripts)."""
     url = settings.url()
+    undo = migrate.to_undo(migrate.current(url), revision)
+    if not undo:
+        out.print(f"{db.mask(url)}: nothing to undo (at revision {migrate.current(url) or 'base'})")
+        return
+    out.print(f"downgrading {db.mask(url)} to {revision} undoes:")
+    for number, title in undo:
+        out.print(f"  {number}  {title}")
+    if undo[-1][0] == "0001":
+        out.print("and deletes, for good:")
+        for item in migrate.data_lost(url):
+            out.print(f"  {item}")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInput("a downgrade is not undone by anything; rerun with --yes to confirm (nothing changed)")
+        click.confirm("go ahead?", default=False, abort=True)
     migrate.downgrade(url, revision)
     out.print(f"{db.mask(url)}: at revision {migrate.current(url) or 'base (nothing installed)'}")
 
@@ -185,7 +202,8 @@ def db_current(settings: Settings) -> None:
 @db_group.command("sql")
 @click.argument("revisions", default="base:head")
 def db_sql(revisions: str) -> None:
-    """Print the SQL of REVISIONS (default base:head) for review, without a database."""
+    """Print the SQL of REVISIONS (default base:head; FROM:TO, a downgrade when TO is older) for review,
+    without a database."""
     click.echo(migrate.offline_sql(revisions), nl=False)
 
 

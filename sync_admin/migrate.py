@@ -40,13 +40,77 @@ def downgrade(url: str, revision: str) -> None:
     _run(command.downgrade, alembic_config(url), revision)
 
 
+def revisions() -> list[tuple[str, str]]:
+    """(revision, its title: the first line of its docstring), oldest first."""
+    script = ScriptDirectory.from_config(alembic_config(None))
+    found = [(r.revision, (r.doc or "").strip().splitlines()[0] if r.doc else "") for r in script.walk_revisions()]
+    return list(reversed(found))
+
+
+def _position(revision: str, order: list[str]) -> int:
+    """Where REVISION is: base 0, the first revision 1, ... (head and unique prefixes accepted)."""
+    if revision == "base":
+        return 0
+    if revision == "head":
+        return len(order)
+    matches = [i for i, known in enumerate(order, start=1) if known.startswith(revision)]
+    if len(matches) != 1:
+        raise BadInput(f"unknown revision {revision!r} (known: base, {', '.join(order)}, head)")
+    return matches[0]
+
+
 def offline_sql(revision_range: str = "base:head") -> str:
-    """The SQL a DBA reviews before deploy: alembic's --sql output, no database needed."""
+    """The SQL a DBA reviews before deploy: alembic's --sql output, no database needed. A range that goes down
+    (0005:0003) gives the downgrade's SQL."""
+    start, colon, end = revision_range.partition(":")
+    order = [revision for revision, _ in revisions()]
+    if not colon or not start or not end:
+        raise BadInput(f"a range is FROM:TO (base:head, 0005:0006, 0006:0005), not {revision_range!r}")
+    first, last = _position(start, order), _position(end, order)
+    if first == last:
+        raise BadInput(f"{revision_range} is empty: FROM and TO are the same revision")
     buffer = io.StringIO()
     config = alembic_config(None)
     config.output_buffer = buffer
-    _run(command.upgrade, config, revision_range, sql=True)
+    _run(command.upgrade if first < last else command.downgrade, config, revision_range, sql=True)
     return buffer.getvalue()
+
+
+def to_undo(current_revision: str | None, target: str) -> list[tuple[str, str]]:
+    """The revisions a downgrade from CURRENT_REVISION to TARGET undoes, newest first, with their titles."""
+    listed = revisions()
+    order = [revision for revision, _ in listed]
+    now = 0 if current_revision is None else _position(current_revision, order)
+    goal = _position(target, order) if not target.startswith("-") else max(now - int(target[1:] or 1), 0)
+    return [listed[i] for i in range(now - 1, goal - 1, -1)]
+
+
+_DROPPED_BY_0001 = """
+SELECT (SELECT count(*) FROM public.billing_account_memberships),
+       (SELECT count(*) FROM public.billing_accounts),
+       (SELECT count(*) FROM billing_sync.feature_flag_events),
+       coalesce(pg_catalog.obj_description('public.customers'::pg_catalog.regclass, 'pg_class')
+                LIKE 'billing-sync: created by migration 0001%%', false),
+       (SELECT count(*) FROM public.customers)
+"""
+
+
+def data_lost(url: str) -> list[str]:
+    """What undoing revision 0001 deletes from the database at URL, with row counts, one item a line."""
+    from sync_admin import db  # the driver only for a downgrade that reaches base
+
+    with db.connect(url, autocommit=True) as conn:
+        row = conn.execute(_DROPPED_BY_0001).fetchone()
+    assert row is not None
+    memberships, accounts, audit, created_here, customers = row
+    lost = [
+        f"public.billing_account_memberships: {memberships:,} rows",
+        f"public.billing_accounts: {accounts:,} rows",
+        f"schema billing_sync, with the flags and their audit log: {audit:,} events",
+    ]
+    if created_here:
+        lost.insert(0, f"public.customers (created by revision 0001): {customers:,} rows")
+    return lost
 
 
 def current(url: str) -> str | None:

@@ -64,7 +64,7 @@ def test_downgrading_to_base_keeps_an_adopted_customers_table_and_its_rows(capsy
     migrate.upgrade(url)
     rows = portal_conn.execute(CUSTOMER_ROWS).fetchone()
 
-    code, out, err = run_cli(capsys, url, "db", "downgrade", "base")
+    code, out, err = run_cli(capsys, url, "db", "downgrade", "base", "--yes")
     assert (code, err) == (0, ""), out
     assert portal_conn.execute(CUSTOMER_ROWS).fetchone() == rows
     leftovers = portal_conn.execute(

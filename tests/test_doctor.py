@@ -224,7 +224,7 @@ def test_unexpected_objects_in_billing_sync_are_caught(conn, capsys, db_url):
 
 
 def test_a_database_below_head_is_told_to_upgrade(capsys, db_url):
-    assert run_cli(capsys, db_url, "db", "downgrade", "0003")[0] == 0
+    assert run_cli(capsys, db_url, "db", "downgrade", "0003", "--yes")[0] == 0
     code, lines = doctor(capsys, db_url)
     assert code == 1
     assert failures(lines)[0] == f"FAIL  alembic: at 0003, head is {migrate.head_revision()}"
@@ -234,7 +234,7 @@ def test_a_database_below_head_is_told_to_upgrade(capsys, db_url):
 
 
 def test_downgrading_0004_removes_its_objects_and_its_hash_comments(conn, capsys, db_url):
-    assert run_cli(capsys, db_url, "db", "downgrade", "0003")[0] == 0
+    assert run_cli(capsys, db_url, "db", "downgrade", "0003", "--yes")[0] == 0
     assert conn.execute("SELECT to_regclass('billing_sync.sync_events')").fetchone() == (None,)
     stamped = conn.execute(
         "SELECT count(*) FROM pg_description WHERE description LIKE 'sync-admin:definition-%'"
@@ -256,7 +256,7 @@ def test_json_format_and_one_line_error_without_a_database(capsys, db_url):
 
 
 def test_a_database_that_is_not_migrated_exits_3(conn, capsys, db_url):
-    assert run_cli(capsys, db_url, "db", "downgrade", "base")[0] == 0
+    assert run_cli(capsys, db_url, "db", "downgrade", "base", "--yes")[0] == 0
     code, _, err = run_cli(capsys, db_url, "doctor")
     assert code == 3 and "sync-admin db upgrade" in err
 

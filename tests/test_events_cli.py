@@ -121,7 +121,7 @@ def test_bad_input_exits_2_with_one_line_and_deletes_nothing(conn, capsys, db_ur
 
 
 def test_a_database_without_the_events_table_is_told_to_upgrade(capsys, db_url):
-    assert run_cli(capsys, db_url, "db", "downgrade", "0003")[0] == 0
+    assert run_cli(capsys, db_url, "db", "downgrade", "0003", "--yes")[0] == 0
     for args in (["errors"], ["events", "prune", "--older-than", "30d"]):
         code, _, err = run_cli(capsys, db_url, *args)
         assert code == 3 and "sync-admin db upgrade" in err

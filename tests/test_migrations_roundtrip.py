@@ -107,7 +107,7 @@ def test_downgrade_to_base_and_upgrade_to_head_on_a_populated_database(conn, cap
     template = fingerprint(conn)
     populate(conn)
 
-    code, out, err = run_cli(capsys, db_url, "db", "downgrade", "base")
+    code, out, err = run_cli(capsys, db_url, "db", "downgrade", "base", "--yes")
     assert (code, err) == (0, ""), out
     assert "base (nothing installed)" in out
     assert installed_objects(conn) == []
@@ -139,7 +139,7 @@ def test_each_revision_down_and_up_keeps_the_data_and_the_sync(conn, capsys, db_
     chain = [script.revision for script in ScriptDirectory.from_config(migrate.alembic_config(None)).walk_revisions()]
     assert chain[0] == migrate.head_revision() and chain[-1] == "0001"
     for revision in chain[1:]:  # head -> ... -> 0001, one revision at a time
-        code, out, err = run_cli(capsys, db_url, "db", "downgrade", revision)
+        code, out, err = run_cli(capsys, db_url, "db", "downgrade", revision, "--yes")
         assert (code, err) == (0, ""), out
         assert migrate.current(db_url) == revision
         # the data stays and the sync of that revision works on it
@@ -181,7 +181,7 @@ def test_offline_sql_reviewed_by_a_dba_installs_the_same_schema(conn, capsys, em
 def test_downgrade_below_the_gates_turns_off_a_flag_that_was_on_for_a_cohort_only(conn, capsys, db_url):
     conn.execute("UPDATE billing_sync.feature_flags SET enabled = true, percentage = 10 WHERE name = %s", (FLAG,))
     customer = insert_customer(conn, None)
-    assert run_cli(capsys, db_url, "db", "downgrade", "0001")[0] == 0
+    assert run_cli(capsys, db_url, "db", "downgrade", "0001", "--yes")[0] == 0
     assert conn.execute("SELECT enabled FROM billing_sync.feature_flags WHERE name = %s", (FLAG,)).fetchone() == (
         False,
     )
@@ -191,3 +191,22 @@ def test_downgrade_below_the_gates_turns_off_a_flag_that_was_on_for_a_cohort_onl
     assert operation == "UPDATE" and reason.startswith("migration 0002 downgrade")
     conn.execute("UPDATE public.customers SET zuora_account_id = 'A1' WHERE id = %s", (customer,))
     assert memberships(conn) == set()  # off for everyone, not on for everyone
+
+
+def test_a_downgrade_says_what_it_undoes_and_drops_and_needs_confirmation(conn, db_url, capsys):
+    """`db downgrade base` drops customers (created by 0001), the billing tables and the audit log: it says so,
+    with row counts, and changes nothing without --yes (standard input is not a terminal here)."""
+    conn.execute("INSERT INTO public.customers (email, zuora_account_id) VALUES ('a@example.com', 'A-1')")
+    code, out, err = run_cli(capsys, db_url, "db", "downgrade", "base")
+    assert code == 2
+    assert err.strip() == "error: a downgrade is not undone by anything; rerun with --yes to confirm (nothing changed)"
+    assert "undoes:" in out and "  0001  Billing accounts, memberships" in out
+    assert "public.customers (created by revision 0001): 1 rows" in out
+    assert "schema billing_sync, with the flags and their audit log:" in out
+    assert conn.execute("SELECT count(*) FROM public.customers").fetchone() == (1,)  # nothing changed
+
+    code, out, err = run_cli(capsys, db_url, "db", "downgrade", "0008")
+    assert code == 2 and "  0009  Least privilege that works" in out and "deletes, for good" not in out
+
+    code, out, err = run_cli(capsys, db_url, "db", "downgrade", "0008", "--yes")
+    assert (code, err) == (0, "") and out.strip().endswith("at revision 0008")

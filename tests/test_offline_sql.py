@@ -59,3 +59,17 @@ def test_a_database_upgraded_offline_part_of_the_way_upgrades_online_to_the_same
         assert migrate.current(url) == revision
         migrate.upgrade(url)
         assert schema_dump(major, url) == schema_dump(major, db_url)
+
+
+def test_a_range_that_goes_down_prints_the_downgrade_sql(capsys):
+    code, out, err = run_cli(capsys, None, "db", "sql", "0005:0003")
+    assert (code, err) == (0, "")
+    assert "-- Running downgrade 0005 -> 0004" in out and "-- Running downgrade 0004 -> 0003" in out
+    assert "REVOKE" in out and "Running upgrade" not in out
+
+
+@pytest.mark.parametrize("given", ["0005:0005", "0005", "0005:", ":0003", "0042:head", "x:y"])
+def test_an_empty_or_unknown_range_is_refused_in_one_line(capsys, given):
+    code, out, err = run_cli(capsys, None, "db", "sql", given)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")

@@ -157,7 +157,7 @@ def test_alembic_errors_are_reported_without_the_password(conn, db_url, capsys, 
     url = the_test_database_with_a_password(conn, db_url)
     code, out, err = run_cli(capsys, url, *args)
     assert code == 2, err
-    assert err.startswith("error: alembic:") and err.count("\n") == 1
+    assert err.startswith(("error: alembic:", "error: unknown revision")) and err.count("\n") == 1
     assert (conn.info.password or SECRET) not in out + err
 
 
