@@ -8,6 +8,8 @@ while it waits for its lock (shared field notes 2).
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,7 +55,7 @@ class Report:
             if check.fix:
                 lines.append(f"      fix: {check.fix}")
         verdict = f"{len(self.failed)} of {len(self.checks)} checks failed" if self.failed else "all checks passed"
-        return [*lines, verdict + (" (fix commands use $DATABASE_URL)" if self.failed else "")]
+        return [*lines, verdict]
 
 
 def run(conn: psycopg.Connection) -> Report:
@@ -68,7 +70,17 @@ def run(conn: psycopg.Connection) -> Report:
     checks += [check_trigger(expected, triggers.get((expected.table, expected.name))) for expected in manifest.TRIGGERS]
     checks += check_relations(conn)
     checks += check_unexpected(conn, functions, triggers)
-    return Report(tuple(checks))
+    return Report(tuple(_runnable(check, conn) for check in checks))
+
+
+def _runnable(check: Check, conn: psycopg.Connection) -> Check:
+    """The fix as it runs, pasted into a shell: psql pointed at this very database (the connection's parameters
+    without the password: psql takes it from ~/.pgpass or asks), not at $DATABASE_URL, which is unset on the
+    embedded server and may name another database."""
+    if check.fix is None or PSQL not in check.fix:
+        return check
+    target = f"psql {shlex.quote(conn.info.dsn)} -v ON_ERROR_STOP=1"
+    return dataclasses.replace(check, fix=check.fix.replace(PSQL, target))
 
 
 # --- alembic and flags --------------------------------------------------------------------------

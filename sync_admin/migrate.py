@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import time
 from contextlib import redirect_stdout
 
 from alembic import command
@@ -12,9 +14,11 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from sync_admin import resources
+from sync_admin import migration_ops, resources
 from sync_admin.db import first_line, mask, sqlalchemy_engine
 from sync_admin.errors import BadInput, DatabaseUnavailable, SyncAdminError
+
+log = logging.getLogger(__name__)
 
 
 def alembic_config(url: str | None) -> Config:
@@ -33,11 +37,28 @@ def head_revision() -> str:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    _run(command.upgrade, alembic_config(url), revision)
+    _with_restarts(command.upgrade, alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
-    _run(command.downgrade, alembic_config(url), revision)
+    _with_restarts(command.downgrade, alembic_config(url), revision)
+
+
+def _with_restarts(action, config: Config, revision: str) -> None:  # noqa: ANN001
+    """Run the migrations; a revision that restarts (migration_ops.RevisionRestart: it held up the kill switch
+    while waiting for a lock) is rolled back by alembic and run again after its pause, the revisions before it
+    staying committed, until the lock schedule is used up."""
+    try:
+        while True:
+            try:
+                _run(action, config, revision)
+                return
+            except migration_ops.RevisionRestart as restart:
+                log.warning("%s; next attempt in %g s", restart, restart.pause)
+                time.sleep(restart.pause)
+                migration_ops.first_attempt = restart.next_attempt
+    finally:
+        migration_ops.first_attempt = 1
 
 
 def revisions() -> list[tuple[str, str]]:

@@ -14,6 +14,12 @@ with_lock_retries):
   statements then find the lock held and never wait. Put these steps last in a revision: the lock is
   held until the revision commits.
 
+The kill switch must never wait for a migration longer than one attempt's lock_timeout: a revision that already
+holds a lock the kill switch needs (CREATE TRIGGER on feature_flags takes SHARE ROW EXCLUSIVE) must not keep it
+while it sleeps between attempts on another table. So when an attempt fails while the revision holds such a lock,
+the revision is rolled back (RevisionRestart: its locks go) and migrate.py runs it again after the pause, from the
+next attempt of the same schedule.
+
 Online the retry loop is Python (a savepoint per attempt); in offline --sql mode the same loop is a
 DO block, so the SQL a DBA runs with psql retries the same way. A DO block with an EXCEPTION clause
 is fine here: it runs once per attempt of a migration, not once per row of a customer write.
@@ -72,6 +78,34 @@ class LockRetriesExhausted(SyncAdminError):
     """Every attempt to lock a busy table timed out: the revision is rolled back, nothing changed."""
 
 
+class RevisionRestart(SyncAdminError):
+    """An attempt failed while the revision held a lock that blocks the kill switch: roll the revision back (its
+    locks go with it) and run it again, from attempt `next_attempt` of LOCK_RETRY_TIMINGS, after `pause` seconds."""
+
+    def __init__(self, statement: str, next_attempt: int, pause: float) -> None:
+        super().__init__(f"{statement}: restarting the revision so as not to hold up the kill switch")
+        self.statement = statement
+        self.next_attempt = next_attempt
+        self.pause = pause
+
+
+# The attempt of LOCK_RETRY_TIMINGS the next lock_retries block starts at (migrate.py sets it on a restart).
+first_attempt = 1
+
+# The tables a kill switch writes (the flag row, its audit row), and the lock modes that block those writes;
+# not tables this transaction created (no other session can see them yet: revision 0001).
+_KILL_SWITCH_BLOCKED = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_locks l
+    JOIN pg_catalog.pg_class c ON c.oid = l.relation
+    WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+      AND l.relation IN (SELECT pg_catalog.to_regclass(t)
+                         FROM unnest(ARRAY['billing_sync.feature_flags', 'billing_sync.feature_flag_events']) AS t)
+      AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+      AND c.xmin::text::bigint <> pg_catalog.pg_current_xact_id()::text::bigint %% 4294967296)
+"""
+
+
 def run_sql_file(relative: str) -> None:
     """Execute one frozen SQL file (online, or printed in offline --sql mode)."""
     execute(read_sql(relative))
@@ -109,7 +143,8 @@ def acquire_with_retries(connection: Connection, statement: str) -> int:
     revision's transaction usable and drops out of the lock queue at once.
     """
     previous = connection.exec_driver_sql("SHOW lock_timeout").scalar_one()
-    for attempt, (timeout_ms, sleep_s) in enumerate(LOCK_RETRY_TIMINGS, start=1):
+    start = min(max(first_attempt, 1), len(LOCK_RETRY_TIMINGS))
+    for attempt, (timeout_ms, sleep_s) in enumerate(LOCK_RETRY_TIMINGS[start - 1 :], start=start):
         if _try_lock(connection, statement, timeout_ms):
             # SET LOCAL in a released savepoint lasts until commit: give the rest of the revision
             # the migration's lock_timeout back.
@@ -124,6 +159,8 @@ def acquire_with_retries(connection: Connection, statement: str) -> int:
             sleep_s,
         )
         if attempt < len(LOCK_RETRY_TIMINGS):
+            if connection.exec_driver_sql(_KILL_SWITCH_BLOCKED).scalar_one():
+                raise RevisionRestart(statement, attempt + 1, sleep_s)
             time.sleep(sleep_s)
     raise LockRetriesExhausted(exhausted_message(statement))
 

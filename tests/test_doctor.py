@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from helpers import FLAG, flag_on, insert_customer, memberships, run_cli
 from psycopg import sql
@@ -50,8 +51,11 @@ def psql_dir(server_major: int | None = None) -> Path:
 
 
 def run_fixes(lines: list[str], db_url: str) -> None:
-    """Run every printed fix in a shell, as an operator would: psql and DATABASE_URL set."""
-    env = {**os.environ, "DATABASE_URL": db_url, "PATH": f"{psql_dir()}{os.pathsep}{os.environ['PATH']}"}
+    """Run every printed fix in a shell exactly as printed, as an operator would: psql on the PATH, DATABASE_URL
+    unset (the fix names its database itself), the password where libpq looks for it (PGPASSWORD, as .pgpass)."""
+    password = psycopg.conninfo.conninfo_to_dict(db_url).get("password")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"PATH": f"{psql_dir()}{os.pathsep}{os.environ['PATH']}", **({"PGPASSWORD": password} if password else {})}
     for command in fixes(lines):
         result = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (command, result.stderr)

@@ -193,3 +193,46 @@ def test_the_offline_sql_of_a_concurrent_index_build_runs_outside_a_transaction(
         f"SET lock_timeout = '{migration_ops.MIGRATION_LOCK_TIMEOUT}';",
         "BEGIN;",
     ]
+
+
+def test_the_kill_switch_is_never_held_up_by_an_upgrade_retrying_its_lock(conn, portal_db, tmp_path):
+    """0005 -> 0006 creates a trigger on feature_flags (SHARE ROW EXCLUSIVE, until the revision commits), then
+    retries its lock on customers behind a long transaction. The kill switch (an UPDATE of the flag row) must
+    not wait for those retries: the revision rolls back and restarts instead of sleeping with that lock held."""
+    migrate.upgrade(portal_db, "0005")
+    observer = psycopg.connect(portal_db, autocommit=True)
+    operator = psycopg.connect(portal_db, autocommit=True)
+    operator.execute("SET lock_timeout = '2s'")  # an operator's kill switch that waits longer fails
+    holder = psycopg.connect(portal_db)
+    holder.execute("UPDATE public.customers SET name = 'long transaction' WHERE id = 1")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sync_admin.cli", "--database-url", portal_db, "db", "upgrade", "0006"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until_the_upgrade_waits_for_customers(observer, process)
+        waits = []
+        for enabled in (True, False, True, False, True, False):  # on and off again, over several attempts
+            started = time.monotonic()
+            operator.execute(
+                "UPDATE billing_sync.feature_flags SET enabled = %s WHERE name = 'account_data_persistence'",
+                (enabled,),
+            )
+            waits.append(time.monotonic() - started)
+            time.sleep(0.3)
+        assert process.poll() is None, process.communicate()  # still retrying
+        holder.commit()
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert "restarting the revision so as not to hold up the kill switch" in err
+        assert max(waits) < 1.5, waits  # one attempt's lock_timeout at most, never the long transaction
+        assert migrate.current(portal_db) == "0006"
+        assert observer.execute("SELECT enabled FROM billing_sync.feature_flags").fetchone() == (False,)
+        mirrored = observer.execute("SELECT to_regnamespace('billing_sync_enabled') IS NOT NULL").fetchone()
+        assert mirrored == (False,)  # the mirror follows the kill switch as it was left
+    finally:
+        holder.close()
+        observer.close()
+        operator.close()
