@@ -9,6 +9,7 @@ while it waits for its lock (shared field notes 2).
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,6 +32,7 @@ class Check:
     ok: bool
     detail: str
     fix: str | None = None
+    warning: bool = False  # reported (WARN) with its fix, but not a failure: exit 0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,7 +44,7 @@ class Report:
 
     @property
     def failed(self) -> tuple[Check, ...]:
-        return tuple(check for check in self.checks if not check.ok)
+        return tuple(check for check in self.checks if not check.ok and not check.warning)
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": not self.failed, "checks": [check.as_json() for check in self.checks]}
@@ -51,7 +53,8 @@ class Report:
         """A line per check; a failing one is followed by its fix."""
         lines = []
         for check in self.checks:
-            lines.append(f"{'ok  ' if check.ok else 'FAIL'}  {check.subject}: {check.detail}")
+            status = "ok  " if check.ok else "WARN" if check.warning else "FAIL"
+            lines.append(f"{status}  {check.subject}: {check.detail}")
             if check.fix:
                 lines.append(f"      fix: {check.fix}")
         verdict = f"{len(self.failed)} of {len(self.checks)} checks failed" if self.failed else "all checks passed"
@@ -65,12 +68,17 @@ def run(conn: psycopg.Connection) -> Report:
         skipped = Check("objects", False, "not checked: they are checked at the head revision", alembic.fix)
         return Report((alembic, skipped))
     functions, triggers = definitions.read(conn)
-    checks = [alembic, *check_flags(conn), check_switch_mirror(conn), check_repair_queue(conn)]
+    checks = [alembic, *check_flags(conn), check_switch_mirror(conn), check_application_privileges(conn)]
+    checks.append(check_repair_queue(conn))
     checks += [check_function(expected, functions.get(expected.signature)) for expected in manifest.FUNCTIONS]
     checks += [check_trigger(expected, triggers.get((expected.table, expected.name))) for expected in manifest.TRIGGERS]
     checks += check_relations(conn)
     checks += check_unexpected(conn, functions, triggers)
     return Report(tuple(_runnable(check, conn) for check in checks))
+
+
+# What names a database for any psql (newer libpq options would make an older psql refuse the string).
+_PSQL_KEYS = ("host", "hostaddr", "port", "dbname", "user", "sslmode", "sslrootcert", "service")
 
 
 def _runnable(check: Check, conn: psycopg.Connection) -> Check:
@@ -79,7 +87,9 @@ def _runnable(check: Check, conn: psycopg.Connection) -> Check:
     embedded server and may name another database."""
     if check.fix is None or PSQL not in check.fix:
         return check
-    target = f"psql {shlex.quote(conn.info.dsn)} -v ON_ERROR_STOP=1"
+    given = conn.info.get_parameters()  # what was given, never the password
+    where = psycopg.conninfo.make_conninfo(**{k: v for k, v in given.items() if k in _PSQL_KEYS})
+    target = f"psql {shlex.quote(where)} -v ON_ERROR_STOP=1"
     return dataclasses.replace(check, fix=check.fix.replace(PSQL, target))
 
 
@@ -129,18 +139,27 @@ def check_flags(conn: psycopg.Connection) -> list[Check]:
     return checks
 
 
+APP_ROLE = "billing_sync_app"
 MIRROR = manifest.SWITCH_MIRROR_SCHEMA
 MIRRORED_FLAG = manifest.SWITCH_MIRROR_FLAG
 
 
 def check_switch_mirror(conn: psycopg.Connection) -> Check:
     subject = f"schema {MIRROR} (mirror of the kill switch of {MIRRORED_FLAG})"
-    enabled, mirrored, objects = conn.execute(_MIRROR_STATE, {"flag": MIRRORED_FLAG, "mirror": MIRROR}).fetchone()
+    row = conn.execute(_MIRROR_STATE, {"flag": MIRRORED_FLAG, "mirror": MIRROR}).fetchone()
+    enabled, mirrored, objects, owner, expected_owner = row
     if mirrored and objects:
         return Check(subject, False, f"holds {objects} object(s): it must stay empty; move them to another schema")
+    if mirrored and owner != expected_owner:
+        detail = (
+            f"owned by {owner}, not by {expected_owner} (the owner of billing_sync): that role can drop it, which"
+            " stops the sync while the flag is on, and the kill switch cannot drop it (it leaves it, and the flag is"
+            " off all the same)"
+        )
+        return Check(subject, False, detail, f'{PSQL} -c "ALTER SCHEMA {MIRROR} OWNER TO {expected_owner}"')
     if enabled == mirrored:
         state = "present: the flag is enabled" if enabled else "absent: the flag is disabled"
-        return Check(subject, True, state)
+        return Check(subject, True, state + ("; owned by " + owner if mirrored else ""))
     if enabled:
         detail = "missing while the flag is enabled: the sync triggers skip every customer write"
         return Check(subject, False, detail, f'{PSQL} -c "CREATE SCHEMA {MIRROR}"')
@@ -152,8 +171,46 @@ _MIRROR_STATE = """
     SELECT EXISTS (SELECT 1 FROM billing_sync.feature_flags f WHERE f.name = %(flag)s AND f.enabled),
            n.oid IS NOT NULL,
            (SELECT count(*) FROM pg_catalog.pg_depend d
-            WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass AND d.refobjid = n.oid)
+            WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass AND d.refobjid = n.oid),
+           pg_catalog.pg_get_userbyid(n.nspowner),
+           (SELECT pg_catalog.pg_get_userbyid(b.nspowner)
+            FROM pg_catalog.pg_namespace b WHERE b.nspname = 'billing_sync')
     FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = %(mirror)s
+"""
+
+
+def check_application_privileges(conn: psycopg.Connection) -> Check:
+    """The application's roles must not be able to create schemas in the database: a role that can create
+    billing_sync_enabled first owns the kill switch's mirror (README, "Roles and grants")."""
+    subject = f"database privileges of {APP_ROLE} and its members"
+    rows = conn.execute(_APP_CREATORS, {"app": APP_ROLE}).fetchall()
+    if not rows:
+        return Check(subject, True, "no CREATE on the database (it cannot create the kill switch's mirror)")
+    names = ", ".join(name for (name,) in rows)
+    detail = f"CREATE on the database: {names} (a role that can create schemas can take the kill switch's mirror)"
+    database = _shell_safe_identifier(conn.info.dbname)
+    revokes = " ".join(
+        f'-c "REVOKE CREATE ON DATABASE {database} FROM {_shell_safe_identifier(name)}"' for (name,) in rows
+    )
+    return Check(subject, False, detail, f"{PSQL} {revokes}", warning=True)
+
+
+def _shell_safe_identifier(name: str) -> str:
+    """NAME as an SQL identifier inside a double-quoted shell argument."""
+    if re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        return name
+    return '\\"' + name.replace('"', '""').replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`") + '\\"'
+
+
+_APP_CREATORS = """
+    SELECT r.rolname
+    FROM pg_catalog.pg_roles r
+    WHERE (r.rolname = %(app)s
+           OR r.oid IN (SELECT m.member FROM pg_catalog.pg_auth_members m
+                        WHERE m.roleid = (SELECT a.oid FROM pg_catalog.pg_roles a WHERE a.rolname = %(app)s)))
+      AND NOT r.rolsuper
+      AND pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(), 'CREATE')
+    ORDER BY r.rolname
 """
 
 

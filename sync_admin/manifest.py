@@ -76,7 +76,7 @@ FUNCTIONS = (
     definer("billing_sync.backfill_batch(bigint,integer)", "functions/backfill_batch_v2.sql", "0007"),
     definer("billing_sync.account_drift(integer)", "functions/account_drift_v2.sql", "0008"),
     invoker("billing_sync.stamp_definition_hash(regclass,oid)", "functions/stamp_definition_hash_v1.sql", "0004"),
-    definer("billing_sync.sync_switch()", "functions/sync_switch_v1.sql", "0006"),
+    definer("billing_sync.sync_switch()", "functions/sync_switch_v2.sql", "0010"),
     definer("billing_sync.sync_customers_inserted()", "functions/sync_customers_inserted_v3.sql", "0008"),
     definer("billing_sync.sync_customer_updated()", "functions/sync_customer_updated_v2.sql", "0007"),
     invoker("billing_sync.claim_account(text)", "functions/claim_account_v2.sql", "0008"),

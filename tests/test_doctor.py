@@ -304,3 +304,21 @@ def test_doctor_flags_a_repair_queue_nobody_repairs_and_its_fix_empties_it(conn,
     code, out, _ = run_cli(capsys, db_url, "doctor")
     assert code == 0
     assert "ok    repair queue: empty" in out
+
+
+def test_doctor_warns_when_an_application_role_can_create_schemas(conn, capsys, db_url):
+    """The application's roles must not have CREATE on the database (README, roles): a warning with its fix."""
+    database = conn.info.dbname
+    conn.execute("CREATE ROLE portal_creates LOGIN IN ROLE billing_sync_app")
+    try:
+        conn.execute(f'GRANT CREATE ON DATABASE "{database}" TO portal_creates')
+        code, lines = doctor(capsys, db_url)
+        assert code == 0  # a warning, not a failure
+        warning = next(line for line in lines if line.startswith("WARN"))
+        assert "CREATE on the database: portal_creates" in warning
+        run_fixes(lines, db_url)
+        code, lines = doctor(capsys, db_url)
+        assert code == 0 and not [line for line in lines if line.startswith("WARN")]
+    finally:
+        conn.execute(f'REVOKE ALL ON DATABASE "{database}" FROM portal_creates')
+        conn.execute("DROP ROLE portal_creates")

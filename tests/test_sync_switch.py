@@ -153,7 +153,7 @@ def test_doctor_catches_a_mirror_out_of_step_and_its_fix_restores_the_sync(conn,
 
 def test_the_mirror_goes_with_a_downgrade_and_comes_back_with_the_upgrade(conn, capsys, db_url):
     flag_on(conn)
-    assert run_cli(capsys, db_url, "db", "downgrade", "0005")[0] == 0
+    assert run_cli(capsys, db_url, "db", "downgrade", "0005", "--yes")[0] == 0
     assert not mirrored(conn)
     on_v3 = insert_customer(conn, "A1")  # revision 0005's sync reads the flag itself
     assert memberships(conn) == {(on_v3, "A1")}
@@ -171,3 +171,48 @@ def test_the_mirror_needs_no_privilege_and_holds_nothing(conn):
     ).fetchone()
     assert acl is None  # nothing granted: to_regnamespace needs no privilege
     assert "exists while account_data_persistence is enabled" in comment
+
+
+def test_the_kill_switch_works_when_someone_else_owns_the_mirror(conn, capsys, db_url):
+    """A role with CREATE on the database can create billing_sync_enabled first (sync_switch v1 then failed the
+    kill switch: "must be owner of schema"). The kill switch still switches the flag off for everyone, doctor
+    names the owner and its fix, and the fix, run as printed, makes the next kill switch drop the mirror."""
+    # A superuser may drop any schema: the sync's functions are owned here by a role that is not one, as a
+    # migration owner in production is not.
+    database = conn.info.dbname
+    conn.execute("CREATE ROLE mirror_squatter NOLOGIN")
+    conn.execute("CREATE ROLE sync_owner NOLOGIN")
+    conn.execute(f'GRANT CREATE ON DATABASE "{database}" TO sync_owner')
+    conn.execute("GRANT USAGE ON SCHEMA billing_sync TO sync_owner")
+    conn.execute("GRANT SELECT ON billing_sync.feature_flags TO sync_owner")
+    conn.execute("ALTER FUNCTION billing_sync.sync_switch() OWNER TO sync_owner")
+    try:
+        flag_off(conn)
+        conn.execute("CREATE SCHEMA billing_sync_enabled AUTHORIZATION mirror_squatter")
+        assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone")[0] == 0
+        customer = insert_customer(conn, "A-1")
+        assert memberships(conn) == {(customer, "A-1")}
+
+        code, out, err = run_cli(capsys, db_url, "flag", "disable", FLAG, "--reason", "INC-1")
+        assert code == 0, err
+        assert "OFF: kill switch pulled" in out
+        assert mirrored(conn)  # left in place: its owner is not ours
+        other = insert_customer(conn, "B-1")  # the sync function runs, reads the flag, writes nothing
+        assert memberships(conn) == {(customer, "A-1")} and other
+
+        code, lines = doctor(capsys, db_url)
+        assert code == 1
+        assert [line for line in failures(lines) if "owned by mirror_squatter, not by" in line]
+        conn.execute("ALTER FUNCTION billing_sync.sync_switch() OWNER TO CURRENT_USER")
+        run_fixes(lines, db_url)  # the owner
+        run_fixes(doctor(capsys, db_url)[1], db_url)  # then, ours, the mirror of a flag that is off goes
+        assert_clean(capsys, db_url)
+        assert run_cli(capsys, db_url, "flag", "resume", FLAG)[0] == 0
+        assert run_cli(capsys, db_url, "flag", "disable", FLAG)[0] == 0
+        assert not mirrored(conn)  # ours now: dropped as designed
+    finally:
+        conn.execute("ALTER FUNCTION billing_sync.sync_switch() OWNER TO CURRENT_USER")
+        conn.execute("DROP SCHEMA IF EXISTS billing_sync_enabled")
+        conn.execute("DROP ROLE mirror_squatter")
+        conn.execute("DROP OWNED BY sync_owner")
+        conn.execute("DROP ROLE sync_owner")
