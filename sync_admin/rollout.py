@@ -14,7 +14,7 @@ Ready to release the flag only when all four pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -84,7 +84,7 @@ def check(conn: psycopg.Connection, min_hours: float = DEFAULT_MIN_HOURS) -> Che
     return Checklist(name, min_hours, period.now, lines, report)
 
 
-_EVENT_COLUMNS = "id, occurred_at, operation, actor, reason, database_user"
+_EVENT_COLUMNS = "id, occurred_at, operation, actor, reason, database_user, before, after"
 # The flag row is on for everyone after an event when the row it left has both the kill switch and the
 # everyone gate on. A DELETE leaves no row (after is NULL): off.
 _ON_FOR_EVERYONE = "coalesce((after ->> 'enabled')::boolean AND (after ->> 'everyone')::boolean, false)"
@@ -128,16 +128,34 @@ def _everyone_line(flag: flags.Flag) -> Line:
 
 def _duration_line(flag: flags.Flag, period: Period, min_hours: float) -> Line:
     name = f"on for everyone for at least {min_hours:g} h without a kill-switch event"
-    off = _describe(period.last_off, "last kill-switch or gate-off") if period.last_off else "no kill-switch event"
+    off = (
+        _describe(period.last_off, "last " + _what_ended(period.last_off))
+        if period.last_off
+        else "no kill-switch event"
+    )
     if not (flag.enabled and flag.everyone):
-        return Line(name, False, f"not on for everyone now; {off}")
+        return Line(name, False, f"not on for everyone now; {off}; the period starts when it is")
     if period.since is None or period.began is None:
         return Line(name, False, f"no audit event shows when the everyone period began; {off}")
     hours = (period.now - period.since).total_seconds() / 3600
     since = _describe(period.began, "since")
     if hours < min_hours:
-        return Line(name, False, f"only {hours:.1f} h, {since}; {off}")
+        ready = period.since + timedelta(hours=min_hours)
+        return Line(name, False, f"only {hours:.1f} h, {since}; {off}; check again after {ready:%Y-%m-%d %H:%M%z}")
     return Line(name, True, f"{hours:.1f} h, {since}; {off}")
+
+
+def _what_ended(event: dict[str, Any]) -> str:
+    """What an event that left the flag not on for everyone did: pulled the kill switch, took the everyone gate
+    away, deleted the row, or only changed the rollout before everyone (a percentage, actors)."""
+    before, after = event.get("before") or {}, event.get("after") or {}
+    if event["operation"] == "DELETE" or not after:
+        return "flag deleted"
+    if before.get("enabled") and not after.get("enabled"):
+        return "kill-switch"
+    if before.get("everyone") and not after.get("everyone"):
+        return "everyone-gate-removed"
+    return "rollout change (before everyone)"
 
 
 def _describe(event: dict[str, Any], what: str) -> str:
@@ -181,13 +199,17 @@ def _skips_line(report: verify.Report, recorded: RecordedSkips) -> Line:
     problems = []
     if recorded.count:
         problems.append(
-            f"{recorded.count:,} skips recorded since the everyone period began ({recorded.reasons});"
-            " see `sync-admin errors`"
+            f"{recorded.count:,} skips recorded since the everyone period began ({recorded.reasons}):"
+            " `sync-admin errors` shows them; once their cause is fixed, the check needs a clean period on for"
+            " everyone (skips recorded before the period began do not count)"
         )
     if report.skips.rows:
         skips = report.skips
         who = "1 customer in the rollout has" if skips.rows == 1 else f"{skips.rows:,} customers in the rollout have"
-        problems.append(f"{who} a zuora_account_id that is not an account ({_examples(skips)})")
+        problems.append(
+            f"{who} a zuora_account_id that is not an account ({_examples(skips)}): correct those values, or set"
+            " them to NULL for customers without an account (`sync-admin verify --examples 100` lists them)"
+        )
     if problems:
         return Line(name, False, "; ".join(problems))
     return Line(name, True, "no skip recorded since the everyone period began, no customer's value is a skip now")

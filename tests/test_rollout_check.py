@@ -84,7 +84,7 @@ def test_a_kill_switch_event_restarts_the_clock(conn, capsys, db_url, released):
     [failed] = lines_by_verdict(out)["FAIL"]
     assert "only 1.0 h" in failed
     assert "reason 'INC-7 fixed'" in failed  # when everyone-on began again
-    assert "last kill-switch or gate-off event #" in failed and "by ops, reason 'INC-7'" in failed
+    assert "last kill-switch event #" in failed and "by ops, reason 'INC-7'" in failed
 
 
 def test_a_percentage_rollout_is_not_on_for_everyone(conn, capsys, db_url):
@@ -194,3 +194,15 @@ def test_bad_input_exits_2_with_one_line(conn, capsys, db_url, args):
     code, out, err = check(capsys, db_url, *args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+
+
+def test_a_percentage_change_before_everyone_is_not_called_a_kill_switch_event(conn, capsys, db_url):
+    assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--percentage", "10")[0] == 0
+    assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--percentage", "50", "--by", "rita")[0] == 0
+    assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone")[0] == 0
+    code, out, _ = check(capsys, db_url)
+    assert code == 1
+    duration = next(line for line in out.splitlines() if "on for everyone for at least" in line)
+    assert "last rollout change (before everyone) event #" in duration and "by rita" in duration
+    assert "kill-switch event #" not in duration and "gate-off" not in duration
+    assert "check again after " in duration  # the next step
