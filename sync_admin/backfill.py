@@ -84,6 +84,7 @@ class Run:
     batches: int
     database_user: str
     actor: str | None
+    reason: str | None
     started_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -107,6 +108,7 @@ class Options:
     restart: bool = False
     actor: str | None = None
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -405,9 +407,9 @@ def _open_run(conn: psycopg.Connection, options: Options) -> tuple[Run, Run | No
             ).fetchone()
         # The run covers the customers that exist now; later ones are synced by the insert trigger.
         new = cur.execute(
-            f"INSERT INTO billing_sync.backfill_runs (max_id, total, actor)"
-            f" SELECT max(id), count(*), %s FROM public.customers RETURNING {RUN_COLUMNS}",
-            (options.actor or flags.default_actor(),),
+            f"INSERT INTO billing_sync.backfill_runs (max_id, total, actor, reason)"
+            f" SELECT max(id), count(*), %s, %s FROM public.customers RETURNING {RUN_COLUMNS}",
+            (options.actor or flags.default_actor(), options.reason or None),
         ).fetchone()
     assert new is not None
     return new, abandoned, False

@@ -430,6 +430,7 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
 @click.option("--restart", is_flag=True, help="Abandon an unfinished run and start over from the first customer.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--by", "actor", metavar="PERSON", help="Who runs it (default: the OS user); stored with the run.")
+@click.option("--reason", help="Why: stored with the run.")
 @pass_settings
 def backfill_command(
     settings: Settings,
@@ -441,6 +442,7 @@ def backfill_command(
     restart: bool,
     fmt: str,
     actor: str | None,
+    reason: str | None,
 ) -> None:
     """Bring every customer in the rollout to the sync's derived state; an unfinished run is resumed."""
     if dry_run and restart:
@@ -450,7 +452,7 @@ def backfill_command(
             preview = backfill.preview(conn)
             _emit(fmt, preview.as_json(), reports.preview_lines(preview))
             return
-        options = backfill.Options(batch_size, sleep, max_batch_seconds, restart, actor, settle_seconds)
+        options = backfill.Options(batch_size, sleep, max_batch_seconds, restart, actor, settle_seconds, reason)
         # With --format json stdout carries the summary only, so progress goes to stderr.
         with progress.reporter(err if fmt == "json" else out) as on_progress:
             result = backfill.run(conn, options, on_progress)

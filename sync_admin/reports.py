@@ -33,8 +33,10 @@ def backfill_lines(result: backfill.Result) -> list[str]:
     if result.resumed:
         lines.append(f"resumed run #{run.id} (started {when(run.started_at)})")
     retries = f", {count(result.retries, 'retry', 'retries')}" if result.retries else ""
+    why = f" ({run.reason})" if run.reason else ""
     lines.append(
-        f"backfill run #{run.id} finished: {count(run.batches, 'batch', 'batches')},"
+        f"backfill run #{run.id} by {run.actor or run.database_user}{why} finished:"
+        f" {count(run.batches, 'batch', 'batches')},"
         f" {result.seconds:.1f} s in this session (last batch size {result.batch_size:,}{retries})"
     )
     lines.append(

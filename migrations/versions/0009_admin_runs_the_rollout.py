@@ -15,11 +15,15 @@ SECURITY DEFINER functions' own, which check what they write):
   (drifted_customers) and its repairs (sync_customers), and the queue it reports.
 * `heal`: the repair of the queue (repair_queued) and the queue to read.
 * `errors`, `watch`, `rollout check`: the skip events to read; `events prune`: to delete old ones.
+
+And `sync-admin backfill --reason`: the column backfill_runs.reason, beside the actor a run already had.
 """
 
 from collections.abc import Sequence
 
 from alembic import op
+
+from sync_admin.migration_ops import run_sql_file
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -45,6 +49,7 @@ GRANTS = (
 
 
 def upgrade() -> None:
+    run_sql_file("tables/backfill_runs_v2_reason.sql")
     for privileges, objects in GRANTS:
         op.execute(f"GRANT {privileges} ON {objects} TO {ADMIN}")
 
@@ -52,3 +57,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     for privileges, objects in reversed(GRANTS):
         op.execute(f"REVOKE {privileges} ON {objects} FROM {ADMIN}")
+    op.execute("ALTER TABLE billing_sync.backfill_runs DROP COLUMN reason")
