@@ -1,7 +1,10 @@
-"""`sync-admin demo`: the whole story of the sync on a fresh database, in one screen.
+"""`sync-admin demo`: the rollout the sync exists for, on a fresh database, in one screen.
 
-It always works on its own database, sync_admin_demo, of the embedded server, dropped and
-created again on every run: the demo is repeatable and can never write to a real database.
+Staging-like start (customers, the flag off), testing customers (actors), a percentage, the backfill and the QA
+report, everyone, an incident (the kill switch, then resume), and the rollout check: each step through the same
+library calls the commands make, with the state line every command prints. It always works on its own database,
+sync_admin_demo, of the embedded server, dropped and created again on every run: the demo is repeatable and can
+never write to a real database.
 """
 
 from __future__ import annotations
@@ -14,31 +17,40 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sync_admin import db, flags, migrate, render, server
+from sync_admin import backfill, db, flags, migrate, render, reports, rollout, server, verify
 from sync_admin.errors import DatabaseUnavailable
 
 DEMO_DATABASE = "sync_admin_demo"
 FLAG = flags.ACCOUNT_DATA_PERSISTENCE
 ACTOR = "demo"
 
-# The customers written before the flag is on: they stay out of the billing tables.
-EARLY_CUSTOMERS = (("ann@example.com", "A-100"), ("bob@example.com", "Z-200"))
+# The customers the portal has before the rollout: 12, on shared and own accounts, one value that is no account.
+EARLY_CUSTOMERS = tuple(
+    (f"customer{n:02d}@example.com", value)
+    for n, value in enumerate(
+        ("A-100", "A-100", "B-200", "B-200", "C-300", "D-400", "E-500", "E-500", "F-600", None, "G-700", "H-800"),
+        start=1,
+    )
+)
 
 # The story is meant to be read on one screen: tables are fitted to this many columns.
 SCREEN_WIDTH = 100
 
 
 def run(console: Console, *, url_given: bool = False) -> None:
-    """Migrate a fresh demo database, then show what the triggers do with the flag off, on, off."""
+    """Migrate a fresh demo database, then roll the flag out step by step, as the runbook does."""
     _note_ignored_url(console, url_given)
     url = _fresh_database()
     console.print(f"[bold]billing-sync demo[/] on {escape(db.mask(url))}")
     _migrate(console, url)
     with db.connect(url, autocommit=True) as conn:
-        _flag_off(console, conn)
-        _turn_on(console, conn)
-        _flag_on(console, conn)
-        _kill_switch(console, conn)
+        _before_the_rollout(console, conn)
+        _testing_customers(console, conn)
+        _percentage(console, conn)
+        _everyone(console, conn)
+        _writes(console, conn)
+        _incident(console, conn)
+        _rollout_check(console, conn)
         _audit(console, conn)
     _where_to_look(console, url)
 
@@ -70,88 +82,118 @@ def _fresh_database() -> str:
 
 def _migrate(console: Console, url: str) -> None:
     migrate.upgrade(url)
-    console.print(f"[bold]1. Migrate[/] (alembic upgrade head): at revision {migrate.current(url)}")
+    console.print(f"[bold]1. Deploy[/]: the migrations run (alembic upgrade head), at revision {migrate.current(url)}")
 
 
-def _flag_off(console: Console, conn: psycopg.Connection) -> None:
-    console.print(f"[bold]2. Write customers while {FLAG} is off[/]")
+def _before_the_rollout(console: Console, conn: psycopg.Connection) -> None:
+    console.print("[bold]2. Before the rollout[/]: the portal writes customers, the flag has no gate yet")
     for email, account in EARLY_CUSTOMERS:
         _insert(conn, email, account)
-    names = ", ".join(f"{email} {_literal(account)}" for email, account in EARLY_CUSTOMERS)
-    console.print(f"   inserted {names}")
+    _state(console, conn)
     console.print(f"   {_counts(conn)}")
 
 
-def _turn_on(console: Console, conn: psycopg.Connection) -> None:
-    change = _switch_sync(conn, True, "demo: start syncing")
-    was = f"{render.on_off(change.before.enabled)}, {change.before.gates}"
-    console.print(f"[bold]3. Turn {FLAG} on for everyone[/] (was {was}), by {ACTOR}")
+def _testing_customers(console: Console, conn: psycopg.Connection) -> None:
+    testers = [row[0] for row in conn.execute("SELECT id FROM public.customers ORDER BY id LIMIT 2")]
+    console.print(f"[bold]3. Testing customers[/]: flag enable --actor {testers[0]} --actor {testers[1]}")
+    flags.enable(conn, FLAG, actors=testers, actor=ACTOR, reason="QA: testing customers")
+    _state(console, conn)
+    _backfill_and_verify(console, conn, "testing customers")
 
 
-def _flag_on(console: Console, conn: psycopg.Connection) -> None:
-    console.print(f"[bold]4. Write customers while {FLAG} is on[/]  [dim](write -> the customer's membership)[/]")
+def _percentage(console: Console, conn: psycopg.Connection) -> None:
+    console.print("[bold]4. Incremental[/]: flag enable --percentage 50")
+    flags.enable(conn, FLAG, percentage=50, actor=ACTOR, reason="ramp up")
+    _state(console, conn)
+    _backfill_and_verify(console, conn, "50 %")
+
+
+def _everyone(console: Console, conn: psycopg.Connection) -> None:
+    console.print("[bold]5. Everyone[/]: flag enable --everyone")
+    flags.enable(conn, FLAG, everyone=True, actor=ACTOR, reason="global rollout")
+    _state(console, conn)
+    _backfill_and_verify(console, conn, "everyone")
+    report = verify.check(conn)
+    console.print("   the QA report for the rollout issue (`sync-admin verify --format markdown`), its first lines:")
+    for line in reports.verify_markdown(report).splitlines()[:3]:
+        console.print(f"   [dim]{escape(line)}[/]")
+
+
+def _writes(console: Console, conn: psycopg.Connection) -> None:
+    console.print("[bold]6. The portal writes, the triggers follow[/]  [dim](write -> the customer's membership)[/]")
     _show(console, conn, _insert(conn, "carol@example.com", "A-100"))
     _show(console, conn, _insert(conn, "dave@example.com", " A-100 "), "white space trimmed: same account")
-    _show(console, conn, _insert(conn, "erin@example.com", "Z-200"))
-    _show(console, conn, _set_account(conn, "erin@example.com", "Y-300"), "membership moved")
-    _show(console, conn, _insert(conn, "frank@example.com", "F-500"))
-    _show(console, conn, _set_account(conn, "frank@example.com", None), "membership removed")
+    _show(console, conn, _set_account(conn, "carol@example.com", "Y-300"), "membership moved")
+    _show(console, conn, _set_account(conn, "dave@example.com", None), "membership removed")
     _show(console, conn, _insert(conn, "gina@example.com", "not an account!"), "skipped, no error")
-    _print_table(console, _side_by_side(_accounts_table(conn), _memberships_table(conn)))
-    console.print("   [dim]accounts are never deleted: Z-200 and F-500 stay, without members[/]")
+    console.print(f"   {_counts(conn)}")
+    _print_table(console, _accounts_table(conn))
     console.print(
-        "   [dim]ann and bob, written while the flag was off: their next account change or `sync-admin backfill`[/]"
+        console.print(
+            "   [dim]billing accounts are only ever added by the sync, never changed or deleted:"
+            " they mirror the billing system[/]"
+        )
     )
 
 
-def _kill_switch(console: Console, conn: psycopg.Connection) -> None:
-    change = _switch_sync(conn, False, "demo: kill switch")
-    was = render.on_off(change.before.enabled)
-    console.print(
-        f"[bold]5. Kill switch: {FLAG} off for every customer[/] (was {was}; gates kept: {change.after.gates})"
-    )
-    before = _counts(conn)
-    _show(console, conn, _set_account(conn, "carol@example.com", "Y-300"), "saved; sync stopped")
-    stored = conn.execute(
-        "SELECT zuora_account_id FROM public.customers WHERE email = %s", ("carol@example.com",)
-    ).fetchone()
-    console.print(f"   customers.zuora_account_id is now {_literal(stored[0] if stored else None)}")
-    after = _counts(conn)
-    console.print(f"   {after}" + (" (unchanged)" if after == before else f" (was: {before})"))
+def _incident(console: Console, conn: psycopg.Connection) -> None:
+    console.print("[bold]7. Incident[/]: the kill switch (flag disable), then resume")
+    flags.disable(conn, FLAG, actor=ACTOR, reason="INC-1: billing errors")
+    _state(console, conn)
+    _show(console, conn, _set_account(conn, "carol@example.com", "Z-900"), "saved; not synced during the incident")
+    flags.enable(conn, FLAG, actors=[_customer_id(conn, "carol@example.com")], actor=ACTOR, reason="INC-1: test fix")
+    console.print("   flag enable --actor (to test a fix) changes the gates and keeps the kill switch pulled:")
+    _state(console, conn)
+    flags.resume(conn, FLAG, actor=ACTOR, reason="INC-1 resolved")
+    console.print("   flag resume:")
+    _state(console, conn)
+    _backfill_and_verify(console, conn, "after INC-1")
+    console.print(f"   carol@example.com -> {_membership(conn, 'carol@example.com')}")
+
+
+def _rollout_check(console: Console, conn: psycopg.Connection) -> None:
+    console.print("[bold]8. Rollout check[/]: ready to release? (it wants a day on for everyone)")
+    for line in reports.checklist_lines(rollout.check(conn)):
+        console.print(f"   {escape(line)}")
 
 
 def _audit(console: Console, conn: psycopg.Connection) -> None:
-    console.print(f"[bold]6. Audit history of {FLAG}[/]")
-    events = [
-        dict(zip(render.HISTORY_HEADERS, row, strict=True)) for row in render.history_rows(flags.history(conn, FLAG))
-    ]
-    # Four columns fit one screen; a change without an actor (the migration's) shows its database user.
-    rows = [(e["when"], e["change"], e["actor"] or e["database user"], e["reason"]) for e in events]
-    table = render.table(None, ("when", "change", "by", "reason"), rows)
-    table.columns[0].no_wrap = True
+    console.print(f"[bold]9. Audit history of {FLAG}[/]")
+    # The flag row's changes; the actors' own rows are in `sync-admin flag history` too.
+    changes = [event for event in flags.history(conn, FLAG) if event.table_name == "feature_flags"]
+    events = [dict(zip(render.HISTORY_HEADERS, row, strict=True)) for row in render.history_rows(changes)]
+    # Three columns fit one screen; a change without an actor (the migration's) shows its database user.
+    rows = [(e["change"], e["actor"] or e["database user"], e["reason"]) for e in events]
+    table = render.table(None, ("change", "by", "reason"), rows)
     # Wrap between words only: name="account_data_persistence" must not be cut in two.
-    table.columns[1].min_width = max((len(word) for row in rows for word in row[1].split()), default=0)
+    table.columns[0].min_width = max((len(word) for row in rows for word in row[0].split()), default=0)
     _print_table(console, _compact(table))
 
 
 def _where_to_look(console: Console, url: str) -> None:
-    console.print("[bold]7. Look yourself[/]")
+    console.print("[bold]10. Look yourself[/]")
     console.print(f'   psql "{escape(db.mask(url))}"')
     console.print("   sync-admin server stop    [dim]# when done: the embedded server keeps running[/]")
 
 
-# --- the flag -------------------------------------------------------------------------------------
+def _state(console: Console, conn: psycopg.Connection) -> None:
+    """The state line every command prints."""
+    flag = flags.get_flag(conn, FLAG)
+    line = render.state_line(flag, flags.rollout_count(conn, FLAG), flags.last_kill(conn, FLAG))
+    console.print(f"   {escape(FLAG)}: {escape(line)}")
 
 
-def _switch_sync(conn: psycopg.Connection, on: bool, reason: str) -> flags.FlagChange:
-    """The demo's only flag switch: on for everyone (the everyone gate), or the kill switch.
-
-    The story is about what the triggers do, so every customer is in the rollout; the actor
-    and percentage gates are `sync-admin flag enable --actor/--percentage`.
-    """
-    if on:
-        return flags.enable(conn, FLAG, everyone=True, actor=ACTOR, reason=reason)
-    return flags.disable(conn, FLAG, actor=ACTOR, reason=reason)  # no gate named: the kill switch
+def _backfill_and_verify(console: Console, conn: psycopg.Connection, reason: str) -> None:
+    result = backfill.run(conn, backfill.Options(actor=ACTOR, reason=reason, settle_seconds=5), lambda _: None)
+    run = result.run
+    assert run is not None
+    console.print(
+        f"   backfill: {reports.count(run.in_rollout, 'customer', 'customers')} in the rollout,"
+        f" {reports.count(run.memberships_added, 'membership', 'memberships')} added,"
+        f" {reports.count(run.accounts_created, 'account', 'accounts')} created"
+    )
+    report = verify.check(conn)
+    console.print(f"   verify: {reports.verify_lines(report)[-1]}")
 
 
 # --- customer writes, as the application would do them -------------------------------------------
@@ -214,19 +256,6 @@ def _accounts_table(conn: psycopg.Connection) -> Table:
     return _compact(render.table("billing_accounts", ("account", "members"), rows))
 
 
-def _memberships_table(conn: psycopg.Connection) -> Table:
-    rows = conn.execute(
-        """
-        SELECT c.email, a.zuora_account_id
-        FROM public.billing_account_memberships m
-        JOIN public.customers c ON c.id = m.customer_id
-        JOIN public.billing_accounts a ON a.id = m.billing_account_id
-        ORDER BY m.id
-        """
-    ).fetchall()
-    return _compact(render.table("billing_account_memberships", ("customer", "account"), rows))
-
-
 # --- layout ---------------------------------------------------------------------------------------
 
 
@@ -242,11 +271,10 @@ def _print_table(console: Console, table: Table) -> None:
     console.print(table, width=min(console.width, SCREEN_WIDTH))
 
 
-def _side_by_side(*tables: Table) -> Table:
-    # Two short tables next to each other keep the story on one screen.
-    grid = Table.grid(padding=(0, 3))
-    grid.add_row(*tables)
-    return grid
+def _customer_id(conn: psycopg.Connection, email: str) -> int:
+    row = conn.execute("SELECT id FROM public.customers WHERE email = %s", (email,)).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _literal(value: str | None) -> str:

@@ -41,7 +41,7 @@ class Flag:
         if self.actors:
             parts.append(f"{len(self.actors)} actor{'s' if len(self.actors) != 1 else ''}")
         if self.percentage:
-            parts.append(f"{self.percentage}%")
+            parts.append(f"{self.percentage} %")
         return " + ".join(parts) or "no gate"
 
     @property

@@ -342,3 +342,24 @@ def test_help_loads_no_database_driver_sqlalchemy_or_rich():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["flag", "explain", FLAG, "99999999999999999999"],
+        ["flag", "enable", FLAG, "--actor", "9223372036854775808"],
+        ["flag", "disable", FLAG, "--actor", "-5"],
+    ],
+)
+def test_a_customer_id_out_of_bigint_range_is_bad_input_with_or_without_debug(capsys, db_url, args):
+    for debug in ([], ["--debug"]):
+        code, out, err = run_cli(capsys, db_url, *debug, *args)
+        assert code == 2, (debug, out, err)
+        assert err.strip().splitlines()[-1].startswith("error: Invalid value for")
+
+
+def test_debug_keeps_the_exit_code_and_adds_the_traceback(capsys, db_url):
+    code, _, err = run_cli(capsys, UNREACHABLE_URL, "--debug", "flag", "list")
+    assert code == 3
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: cannot connect to")

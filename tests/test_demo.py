@@ -21,30 +21,40 @@ IGNORED_URL = "postgresql://someone:s3cret-password@db.invalid:5432/production"
 
 # What the story must show, each as one line of the output with its white space collapsed.
 STORY = (
-    # 2. flag off: customers are written, the billing tables stay empty
-    "customers: 2, billing_accounts: 0, billing_account_memberships: 0",
-    # 3. on for everyone: the everyone gate and the kill switch both on
-    "3. Turn account_data_persistence on for everyone (was off, no gate), by demo",
-    # 4. flag on: a shared account, white space trimmed, a move, a removal, a skipped value
+    # 2. before the rollout: customers are written, the billing tables stay empty
+    "account_data_persistence: OFF: no gate set",
+    "customers: 12, billing_accounts: 0, billing_account_memberships: 0",
+    # 3. testing customers, 4. a percentage, 5. everyone: the state line, the backfill and verify at each step
+    "3. Testing customers: flag enable --actor 1 --actor 2",
+    "account_data_persistence: ON for 2 customers (2 actors)",
+    "backfill: 2 customers in the rollout, 2 memberships added, 1 account created",
+    "account_data_persistence: ON for 5 customers (50 %, 2 actors)",
+    "account_data_persistence: ON for everyone (12 customers)",
+    "verify: no drift: the billing tables are exactly the derived state for every customer in the rollout",
+    "#### QA report: `account_data_persistence` sync",
+    # 6. the portal writes: a shared account, white space trimmed, a move, a removal, a skipped value
     "carol@example.com insert 'A-100' -> A-100",
     "dave@example.com insert ' A-100 ' -> A-100 (white space trimmed: same account)",
-    "erin@example.com update 'Z-200' -> 'Y-300' -> Y-300 (membership moved)",
-    "frank@example.com update 'F-500' -> NULL -> no membership (membership removed)",
+    "carol@example.com update 'A-100' -> 'Y-300' -> Y-300 (membership moved)",
+    "dave@example.com update ' A-100 ' -> NULL -> no membership (membership removed)",
     "gina@example.com insert 'not an account!' -> no membership (skipped, no error)",
-    # the accounts and memberships tables, side by side
-    "A-100 2 carol@example.com A-100",
-    "Z-200 0 dave@example.com A-100",
-    "Y-300 1 erin@example.com Y-300",
-    "F-500 0",
-    # 5. kill switch: the write succeeds, the membership stays as it was
-    "5. Kill switch: account_data_persistence off for every customer (was on; gates kept: everyone)",
-    "carol@example.com update 'A-100' -> 'Y-300' -> A-100 (saved; sync stopped)",
-    "customers.zuora_account_id is now 'Y-300'",
-    "customers: 7, billing_accounts: 4, billing_account_memberships: 3 (unchanged)",
-    # 6. the audit history (the first change may wrap: it names both columns it changed)
-    "enabled: false -> true",
-    "demo demo: start syncing",
-    "enabled: true -> false demo demo: kill switch",
+    # one table, its title above it: nothing to misread as rows joined with another table
+    "billing_accounts",
+    "A-100 2",
+    # 7. the incident: the kill switch, a write saved but not synced, a gate added while pulled, resume
+    "account_data_persistence: OFF: kill switch pulled by demo at T (INC-1: billing errors);"
+    " gates kept: everyone + 2 actors + 50 %",
+    "carol@example.com update 'Y-300' -> 'Z-900' -> Y-300 (saved; not synced during the incident)",
+    "gates kept: everyone + 3 actors + 50 %",
+    "account_data_persistence: ON for everyone (15 customers)",
+    "carol@example.com -> Z-900",
+    # 8. the rollout check: not yet (a day on for everyone), and gina's value
+    "PASS zero drift: no drift across 15 customers in the rollout",
+    "FAIL on for everyone for at least 24 h without a kill-switch event: only 0.0 h",
+    "not ready to release the flag: 2 of 4 checks failed",
+    # 9. the audit history
+    "enabled: true -> false demo INC-1: billing errors",
+    "enabled: false -> true demo INC-1 resolved",
 )
 
 
@@ -84,7 +94,8 @@ def run_demo(env: dict[str, str]) -> list[str]:
 
 
 def assert_story(lines: list[str]) -> None:
-    missing = [expected for expected in STORY if not any(expected in line for line in lines)]
+    stamped = [TIMESTAMP.sub("T", line) for line in lines]
+    missing = [expected for expected in STORY if not any(expected in line for line in stamped)]
     assert not missing, "missing from the demo output:\n" + "\n".join(missing) + "\n---\n" + "\n".join(lines)
 
 

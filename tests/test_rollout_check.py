@@ -98,7 +98,7 @@ def test_a_percentage_rollout_is_not_on_for_everyone(conn, capsys, db_url):
     failed = lines_by_verdict(out)["FAIL"]
     assert len(failed) == 2
     assert (
-        f"flag on for everyone: ON, but not for everyone (gates: 50%): `sync-admin flag enable {FLAG} --everyone`"
+        f"flag on for everyone: ON, but not for everyone (gates: 50 %): `sync-admin flag enable {FLAG} --everyone`"
         in failed[0]
     )
     assert "not on for everyone now" in failed[1]
