@@ -192,6 +192,7 @@ class BackfillRun(Base):
     batches: Mapped[int] = mapped_column(Integer, nullable=False, server_default=ZERO)
     database_user: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("SESSION_USER"))
     actor: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)  # revision 0009
     started_at: Mapped[datetime] = _timestamp()
     updated_at: Mapped[datetime] = _timestamp()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
