@@ -258,10 +258,11 @@ def test_no_notification_payload_stops_the_watch(conn, watch):
     assert code == 0 and "Traceback" not in err
 
 
-def test_skips_reach_the_watch_without_any_notification(conn, watch):
-    """The table is the truth: an event whose notification never came (suppressed, lost) is printed anyway."""
+def test_skips_reach_the_watch_and_sentry_without_any_notification(conn, watch, sentry):
+    """The table is the truth: an event whose notification never came (suppressed, lost) is printed and sent to
+    Sentry all the same."""
     flag_on(conn)
-    process = watch()
+    process = watch(SENTRY_DSN=f"http://public@127.0.0.1:{sentry.port}/1")
     customer = insert_customer(conn, "A-1")
     conn.execute(
         "INSERT INTO billing_sync.sync_events (customer_id, operation, reason, value, value_length, transaction_id)"
@@ -269,6 +270,8 @@ def test_skips_reach_the_watch_without_any_notification(conn, watch):
         (customer,),
     )
     process.wait_for(rf"skip not_an_account: customer {customer} .*'quiet'")
+    event = sentry.next_event()
+    assert event["extra"]["customer_id"] == customer and event["extra"]["value"] == "quiet"
 
 
 def test_a_transaction_that_commits_after_a_later_one_is_not_missed(conn, connect, watch):
