@@ -212,6 +212,11 @@ BEGIN
                 '{statement}', timeouts[attempt], attempt, attempts, sleeps[attempt];
         END;
         IF attempt < attempts THEN
+            -- Never sleep holding a lock the kill switch needs: stop instead (run the script again).
+            IF ({_KILL_SWITCH_BLOCKED.strip().replace("%%", "%")}) THEN
+                RAISE EXCEPTION '{_sql_string(offline_restart_message(statement))}'
+                    USING ERRCODE = 'lock_not_available';
+            END IF;
             PERFORM pg_catalog.pg_sleep(sleeps[attempt]);
         END IF;
     END LOOP;
@@ -219,6 +224,14 @@ BEGIN
 END
 $lock_retries$;
 """
+
+
+def offline_restart_message(statement: str) -> str:
+    return (
+        f"{statement}: not granted, and this revision holds a lock the kill switch needs: rolled back rather than"
+        " hold the kill switch up while retrying; nothing of this revision changed. Run the script again"
+        " (the revisions before it are committed), or when the long transaction has ended"
+    )
 
 
 def _sql_string(value: str) -> str:

@@ -236,3 +236,29 @@ def test_the_kill_switch_is_never_held_up_by_an_upgrade_retrying_its_lock(conn, 
         holder.close()
         observer.close()
         operator.close()
+
+
+def test_offline_the_kill_switch_is_never_held_up_either(conn, portal_db, tmp_path):
+    """The DBA's script (psql) cannot restart a revision: a revision that holds a lock the kill switch needs stops
+    at its first failed attempt instead of retrying with it held, rolled back, and says to run the script again."""
+    migrate.upgrade(portal_db, "0005")
+    holder = psycopg.connect(portal_db)
+    holder.execute("UPDATE public.customers SET name = 'long transaction' WHERE id = 1")
+    operator = psycopg.connect(portal_db, autocommit=True)
+    operator.execute("SET lock_timeout = '2s'")
+    try:
+        script = tmp_path / "upgrade.sql"
+        script.write_text(migrate.offline_sql("0005:0006"), encoding="utf-8")
+        psql = [pg_program("psql", server_major(conn)), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", portal_db]
+        done = subprocess.run([*psql, "-f", str(script)], capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0
+        assert "this revision holds a lock the kill switch needs: rolled back" in done.stderr, done.stderr
+        assert migrate.current(portal_db) == "0005"  # nothing of 0006 changed
+        operator.execute("UPDATE billing_sync.feature_flags SET enabled = true WHERE name = 'account_data_persistence'")
+        holder.commit()
+        done = subprocess.run([*psql, "-f", str(script)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert migrate.current(portal_db) == "0006"
+    finally:
+        holder.close()
+        operator.close()
