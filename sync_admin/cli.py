@@ -55,10 +55,15 @@ class _LazyConsole:
         self._options = options
         self._console: Any = None
 
-    def __getattr__(self, name: str) -> Any:
+    @property
+    def real(self) -> Any:
+        """The console itself: for rich, which uses it as a context manager (dunders skip __getattr__)."""
         if self._console is None:
             self._console = terminal.SafeConsole(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
 
 
 def printable(value: Any) -> str:
@@ -454,7 +459,7 @@ def backfill_command(
             return
         options = backfill.Options(batch_size, sleep, max_batch_seconds, restart, actor, settle_seconds, reason)
         # With --format json stdout carries the summary only, so progress goes to stderr.
-        with progress.reporter(err if fmt == "json" else out) as on_progress:
+        with progress.reporter((err if fmt == "json" else out).real) as on_progress:
             result = backfill.run(conn, options, on_progress)
     _emit(fmt, result.as_json(), reports.backfill_lines(result))
 

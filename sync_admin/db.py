@@ -26,9 +26,9 @@ _KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\
 # A word that may carry credentials: no white space (a password may hold quotes, so they do not end a word).
 _WORD = re.compile(r"\S+")
 # What may open a word before a URL (messages quote what they were given), then the scheme of a PostgreSQL URL,
-# however many slashes were typed after it (postgresql:/..., postgres:///...).
-_OPENING = re.compile(r"[\'\"(\[<]*")
-_SCHEME = re.compile(r"(?:postgres(?:ql)?(?:\+psycopg2?)?):/*", re.I)
+# however many slashes were typed after it (postgresql:/..., postgres:///...), or any other scheme with its //.
+_OPENING = re.compile(r"(?:[\w.-]+=)?[\'\"(\[<]*")
+_SCHEME = re.compile(r"postgres(?:ql)?(?:\+psycopg2?)?:/*|[a-z][a-z0-9+.-]*://", re.I)
 
 # Passwords of the URLs sync-admin was given, hidden wherever they show up, whatever quotes them.
 # Shorter ones are left to the patterns above: masking every "ab" of every message helps no one.
@@ -64,14 +64,14 @@ def _mask_word(match: re.Match[str]) -> str:
 
 
 def mask(text: str, *passwords: str) -> str:
-    """Hide every password: of anything shaped like user:password@host in TEXT (a URL, valid or not), of
-    password= keywords, and every password sync-admin has been given, wherever it appears."""
-    text = _WORD.sub(_mask_word, text)
-    text = _KEYWORD_PASSWORD.sub(lambda m: m["head"] + "***", text)
+    """Hide every password: every password sync-admin has been given, wherever it appears (first: a password may
+    hold spaces or & that end the patterns below), then anything shaped like user:password@host in TEXT (a URL,
+    valid or not) and password= keywords."""
     known = {password for password in _known_passwords if len(password) >= _MIN_KNOWN_PASSWORD}
     for password in sorted(known.union(passwords) - {""}, key=len, reverse=True):
         text = text.replace(password, "***")
-    return text
+    text = _WORD.sub(_mask_word, text)
+    return _KEYWORD_PASSWORD.sub(lambda m: m["head"] + "***", text)
 
 
 def _raw_password(url: str) -> str:
@@ -80,10 +80,14 @@ def _raw_password(url: str) -> str:
     return url.strip()[found[0] : found[1]] if found else ""
 
 
+# password=... in a URL's query, as typed: up to the next & (a space too may be part of it, as typed).
+_QUERY_PASSWORD = re.compile(r"[?&]password=(?P<secret>[^&]*)", re.I)
+
+
 def _passwords_in(url: str) -> set[str]:
-    """The password of a URL as typed, and decoded."""
-    raw = _raw_password(url)
-    return {raw, unquote(raw)} - {""}
+    """The passwords of a URL as typed (user:password@ and ?password=), and decoded."""
+    raw = {_raw_password(url), *(m["secret"] for m in _QUERY_PASSWORD.finditer(url))}
+    return ({*raw, *(unquote(value) for value in raw)}) - {""}
 
 
 def remember_password(url: str) -> None:
@@ -121,8 +125,10 @@ def libpq_url(url: str) -> str:
     except psycopg.ProgrammingError as exc:
         raise BadInput(f"malformed database URL {mask(plain, *given)!r}: {mask(first_line(exc), *given)}") from None
     problem = _invalid_option(params)
-    # A port that is no number may be a password typed without @host (postgresql://alice:secret): never echoed.
-    given |= {port for port in str(params.get("port", "")).split(",") if port and not port.isdigit()}
+    if problem and "port" in problem:
+        # A port that is no number may be a password typed without @host (postgresql://alice:secret): the URL is
+        # not echoed at all.
+        raise BadInput(f"malformed database URL: {problem}")
     if "@" in _raw_password(plain):  # libpq would take what follows the first @ for the host
         problem = "it has more than one @; write an @ of the user name or password as %40"
     if problem:
@@ -137,7 +143,10 @@ def _invalid_option(params: dict[str, object]) -> str | None:
     """What libpq would only reject at connect time (and we would misreport as "unreachable")."""
     for port in str(params.get("port", "")).split(","):
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            return "its port is not a number from 1 to 65535 (a password goes before the host: user:password@host)"
+            return (
+                "its port is not a number from 1 to 65535 (a password goes after the user name and a colon,"
+                " before the @ and the host)"
+            )
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in _SSLMODES:
         return f"sslmode {sslmode!r} is not one of {', '.join(sorted(_SSLMODES))}"

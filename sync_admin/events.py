@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -181,57 +181,46 @@ class EventCursor:
 
     Event ids come from a sequence, in the order rows are written, not in the order their transactions commit,
     so "the ids after the last one seen" would miss a transaction that committed late. Each read takes one
-    snapshot and remembers the highest id it could see and the transactions still in progress then. The next
-    read takes the ids above that highest id and the events of those in-progress transactions. Why nothing is
-    missed: only the sync's triggers record events, after the customer write that gave their transaction its
-    id, so a transaction that drew an event id before a read's snapshot was in progress at it (or committed, and
-    seen); one that started later draws ids above the highest one seen. An in-progress transaction's events are
-    looked for from the highest id seen one read before it was first seen (a margin of a whole read interval).
+    snapshot and reads the events of the transactions that are visible in it but were not in the snapshot of the
+    read before (transaction_id >= that snapshot's xmin, and not visible in it): every committed transaction is
+    read exactly once, whatever its ids, however long it stayed open.
     """
 
-    max_id: int | None = None  # the highest id visible at the last read; None before the first
-    earlier_max_id: int = 0  # the same, one read before
-    open_floors: dict[int, int] = field(default_factory=dict)  # in progress then -> ids above this may be theirs
+    snapshot: str | None = None  # pg_snapshot of the last read, as text; None before the first read
 
 
-_SNAPSHOT = """
-SELECT coalesce((SELECT max(id) FROM billing_sync.sync_events), 0),
-       ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x)
-"""
+_SNAPSHOT = "SELECT pg_catalog.pg_current_snapshot()::text"
 
 
 def read_new(conn: psycopg.Connection, cursor: EventCursor) -> Iterator[SkipEvent]:
-    """The events committed since the last read of CURSOR, by id, a page at a time; advances CURSOR.
+    """The events committed since the last read of CURSOR, by id, a page at a time; advances CURSOR once all
+    are read (a reader interrupted part-way reads them again).
 
     The first read only places the cursor (now): it yields nothing. CONN must be in autocommit mode."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         row = conn.execute(_SNAPSHOT).fetchone()
         assert row is not None
-        newest, in_progress = int(row[0]), [int(x) for x in row[1]]
-        previous, floors = cursor.max_id, cursor.open_floors
-        if previous is not None:
-            yield from _pages(conn, previous, floors)
-        # A transaction first seen in progress now had no transaction id one read ago: its ids are above the
-        # highest id seen the read before (all of them, before the first read: it may have drawn them earlier).
-        start = cursor.earlier_max_id
-        cursor.open_floors = {xid: floors.get(xid, start) for xid in in_progress}
-        cursor.earlier_max_id = newest if previous is None else previous
-        cursor.max_id = newest
+        if cursor.snapshot is not None:
+            yield from _pages(conn, cursor.snapshot)
+        cursor.snapshot = str(row[0])
 
 
-def _pages(conn: psycopg.Connection, previous: int, floors: dict[int, int]) -> Iterator[SkipEvent]:
+def _pages(conn: psycopg.Connection, previous: str) -> Iterator[SkipEvent]:
     cur = conn.cursor(row_factory=class_row(SkipEvent))
-    last = min([previous, *floors.values()])
+    last = 0
     while True:
         page = cur.execute(
             f"""
             SELECT {_COLUMNS} FROM billing_sync.sync_events
-            WHERE id > %s AND (id > %s OR transaction_id = ANY (%s))
+            WHERE transaction_id >= pg_catalog.pg_snapshot_xmin(%(previous)s::pg_catalog.pg_snapshot)::text::bigint
+              AND NOT pg_catalog.pg_visible_in_snapshot(
+                      transaction_id::text::pg_catalog.xid8, %(previous)s::pg_catalog.pg_snapshot)
+              AND id > %(last)s
             ORDER BY id
-            LIMIT %s
+            LIMIT %(page)s
             """,
-            (last, previous, list(floors), PAGE),
+            {"previous": previous, "last": last, "page": PAGE},
         ).fetchall()
         yield from page
         if len(page) < PAGE:

@@ -65,8 +65,8 @@ class FlagChange:
 
     @property
     def kept_off(self) -> bool:
-        """A gate changed while the kill switch was pulled, and it stayed pulled (only resume undoes it)."""
-        return self.before.pulled and not self.after.enabled and self.changed
+        """A gate changed while the flag was off, and it stayed off (a pulled kill switch: only resume undoes it)."""
+        return not self.before.enabled and not self.after.enabled and self.changed
 
 
 @dataclass(frozen=True)
@@ -183,6 +183,9 @@ def enable(
         raise BadInput(WHO_TO_ENABLE)
     _check_percentage(percentage)
     before = get_flag(conn, name, lock=True)
+    # Pulled: off with gates it would bring back, or switched off by a kill switch (even with its gates removed
+    # since: only resume undoes a kill switch, whatever happened to the gates meanwhile).
+    pulled = before.pulled or (not before.enabled and last_kill(conn, name) is not None)
     _check_customers_exist(conn, actors)
     set_audit_context(conn, actor, reason)
     if actors:
@@ -194,7 +197,7 @@ def enable(
     conn.execute(
         "UPDATE billing_sync.feature_flags SET enabled = %s, everyone = %s, percentage = %s WHERE name = %s",
         (
-            not before.pulled,
+            not pulled,
             before.everyone or everyone,
             before.percentage if percentage is None else percentage,
             name,

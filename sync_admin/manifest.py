@@ -160,6 +160,9 @@ RELATIONS = (
     Relation("billing_sync.sync_events_pkey", "index", "tables/sync_events_v1.sql", "0004"),
     Relation("billing_sync.sync_events_id_seq", "sequence", "tables/sync_events_v1.sql", "0004"),
     Relation("billing_sync.sync_events_occurred_at_idx", "index", "indexes/sync_events_occurred_at_idx_v1.sql", "0004"),
+    Relation(
+        "billing_sync.sync_events_transaction_id_idx", "index", "indexes/sync_events_transaction_id_idx_v1.sql", "0011"
+    ),
     Relation("billing_sync.sync_repairs", "table", "tables/sync_repairs_v1.sql", "0007"),
     Relation("billing_sync.sync_repairs_pkey", "index", "tables/sync_repairs_v1.sql", "0007"),
     Relation("billing_sync.sync_repairs_id_seq", "sequence", "tables/sync_repairs_v1.sql", "0007"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from contextlib import redirect_stdout
 
@@ -37,11 +38,29 @@ def head_revision() -> str:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    _with_restarts(command.upgrade, alembic_config(url), revision)
+    _with_restarts(command.upgrade, alembic_config(url), _absolute(url, revision))
 
 
 def downgrade(url: str, revision: str) -> None:
-    _with_restarts(command.downgrade, alembic_config(url), revision)
+    _with_restarts(command.downgrade, alembic_config(url), _absolute(url, revision))
+
+
+_RELATIVE = re.compile(r"(?P<start>[0-9a-z]*?)(?P<sign>[+-])(?P<steps>\d+)")
+
+
+def _absolute(url: str, revision: str) -> str:
+    """A relative target (+2, -1, 0004+1, head-1) as the revision it names now: a revision that restarts runs
+    alembic again, which would count a relative target once more from where it got to."""
+    relative = _RELATIVE.fullmatch(revision)
+    if relative is None:
+        return revision
+    order = [known for known, _ in revisions()]
+    start = relative["start"] or current(url) or "base"
+    steps = int(relative["steps"]) * (1 if relative["sign"] == "+" else -1)
+    goal = _position(start, order) + steps
+    if not 0 <= goal <= len(order):
+        raise BadInput(f"{revision} goes past {'head' if goal > 0 else 'base'}")
+    return "base" if goal == 0 else order[goal - 1]
 
 
 def _with_restarts(action, config: Config, revision: str) -> None:  # noqa: ANN001

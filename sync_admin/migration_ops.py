@@ -92,18 +92,28 @@ class RevisionRestart(SyncAdminError):
 # The attempt of LOCK_RETRY_TIMINGS the next lock_retries block starts at (migrate.py sets it on a restart).
 first_attempt = 1
 
-# The tables a kill switch writes (the flag row, its audit row), and the lock modes that block those writes;
-# not tables this transaction created (no other session can see them yet: revision 0001).
+# The tables a kill switch writes (the flag row, its audit row), and the lock modes that block those writes. Only
+# once revision 0001 has committed (alembic_version has a row: alembic writes it after each revision): before, the
+# flag tables are this transaction's own and no kill switch can reach them.
 _KILL_SWITCH_BLOCKED = """
 SELECT EXISTS (
     SELECT 1 FROM pg_catalog.pg_locks l
-    JOIN pg_catalog.pg_class c ON c.oid = l.relation
     WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.granted
       AND l.relation IN (SELECT pg_catalog.to_regclass(t)
                          FROM unnest(ARRAY['billing_sync.feature_flags', 'billing_sync.feature_flag_events']) AS t)
-      AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
-      AND c.xmin::text::bigint <> pg_catalog.pg_current_xact_id()::text::bigint %% 4294967296)
+      AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))
 """
+_VERSION_TABLE = "SELECT pg_catalog.to_regclass('public.alembic_version') IS NOT NULL"
+_VERSIONS = "SELECT count(*) FROM public.alembic_version"
+
+
+def _holds_up_the_kill_switch(connection: Connection) -> bool:
+    """Whether this revision holds a lock that blocks the kill switch (see _KILL_SWITCH_BLOCKED)."""
+    if not connection.exec_driver_sql(_KILL_SWITCH_BLOCKED).scalar_one():
+        return False
+    if not connection.exec_driver_sql(_VERSION_TABLE).scalar_one():
+        return False
+    return connection.exec_driver_sql(_VERSIONS).scalar_one() > 0
 
 
 def run_sql_file(relative: str) -> None:
@@ -142,10 +152,13 @@ def acquire_with_retries(connection: Connection, statement: str) -> int:
     Each attempt runs in a savepoint with SET LOCAL lock_timeout, so a timed-out attempt leaves the
     revision's transaction usable and drops out of the lock queue at once.
     """
+    global first_attempt
     previous = connection.exec_driver_sql("SHOW lock_timeout").scalar_one()
     start = min(max(first_attempt, 1), len(LOCK_RETRY_TIMINGS))
     for attempt, (timeout_ms, sleep_s) in enumerate(LOCK_RETRY_TIMINGS[start - 1 :], start=start):
         if _try_lock(connection, statement, timeout_ms):
+            # The next lock_retries block (of this revision or a later one) starts its schedule afresh.
+            first_attempt = 1
             # SET LOCAL in a released savepoint lasts until commit: give the rest of the revision
             # the migration's lock_timeout back.
             connection.execute(text("SELECT set_config('lock_timeout', :value, true)"), {"value": previous})
@@ -159,7 +172,7 @@ def acquire_with_retries(connection: Connection, statement: str) -> int:
             sleep_s,
         )
         if attempt < len(LOCK_RETRY_TIMINGS):
-            if connection.exec_driver_sql(_KILL_SWITCH_BLOCKED).scalar_one():
+            if _holds_up_the_kill_switch(connection):
                 raise RevisionRestart(statement, attempt + 1, sleep_s)
             time.sleep(sleep_s)
     raise LockRetriesExhausted(exhausted_message(statement))
@@ -200,6 +213,7 @@ DECLARE
     sleeps double precision[] := ARRAY[{sleeps}];
     previous text := pg_catalog.current_setting('lock_timeout');
     attempts integer := pg_catalog.array_length(timeouts, 1);
+    committed bigint;
 BEGIN
     FOR attempt IN 1 .. attempts LOOP
         BEGIN
@@ -213,9 +227,12 @@ BEGIN
         END;
         IF attempt < attempts THEN
             -- Never sleep holding a lock the kill switch needs: stop instead (run the script again).
-            IF ({_KILL_SWITCH_BLOCKED.strip().replace("%%", "%")}) THEN
-                RAISE EXCEPTION '{_sql_string(offline_restart_message(statement))}'
-                    USING ERRCODE = 'lock_not_available';
+            IF ({_KILL_SWITCH_BLOCKED.strip()}) AND ({_VERSION_TABLE}) THEN
+                EXECUTE '{_VERSIONS}' INTO committed;
+                IF committed > 0 THEN
+                    RAISE EXCEPTION '{_sql_string(offline_restart_message(statement))}'
+                        USING ERRCODE = 'lock_not_available';
+                END IF;
             END IF;
             PERFORM pg_catalog.pg_sleep(sleeps[attempt]);
         END IF;
@@ -229,8 +246,8 @@ $lock_retries$;
 def offline_restart_message(statement: str) -> str:
     return (
         f"{statement}: not granted, and this revision holds a lock the kill switch needs: rolled back rather than"
-        " hold the kill switch up while retrying; nothing of this revision changed. Run the script again"
-        " (the revisions before it are committed), or when the long transaction has ended"
+        " hold the kill switch up while retrying; nothing of this revision changed, the revisions before it are"
+        " committed. Run the rest: sync-admin db sql <the revision in alembic_version>:head"
     )
 
 

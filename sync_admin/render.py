@@ -74,7 +74,7 @@ def state_line(flag: Flag, in_rollout: int, kill: FlagEvent | None = None) -> st
     """
     if flag.enabled:
         return f"ON for {cohort(flag, in_rollout)}"
-    if not flag.pulled:
+    if not flag.pulled and kill is None:
         return "OFF: no gate set"
     pulled = "OFF: kill switch pulled"
     if kill is not None:

@@ -58,6 +58,9 @@ class Watcher:
         self.reader: psycopg.Connection | None = None
         self.alive_at: datetime | None = None  # server time when the connection last answered
         self.cursor = events.EventCursor()  # kept across reconnects: it is in the server's terms
+        # Events printed by a read that did not finish (the connection dropped part-way): its next try reads them
+        # again from the same cursor, and they are not printed twice.
+        self.printed_unfinished: set[int] = set()
         self.interval: Counter[str] = Counter()
         self.total: Counter[str] = Counter()
         self.next_beat = 0.0
@@ -72,7 +75,7 @@ class Watcher:
             self.listener = _connect(self.url)
             self.listener.execute(f"LISTEN {events.CHANNEL}")
             self.alive_at = events.server_now(self.reader)
-            if self.cursor.max_id is None:
+            if self.cursor.snapshot is None:
                 self.read()  # places the cursor: what is committed from now on is printed
         except BaseException:
             self.close()
@@ -135,12 +138,16 @@ class Watcher:
         sent: Counter[int] = Counter()
         overflow: dict[int, Counter[str]] = {}
         for event in events.read_new(self.reader, self.cursor):
+            if event.id in self.printed_unfinished:
+                continue
+            self.printed_unfinished.add(event.id)
             to_sentry = sent[event.transaction_id] < self.options.sentry_per_transaction
             self.show(event, to_sentry=to_sentry)
             if to_sentry:
                 sent[event.transaction_id] += 1
             else:
                 overflow.setdefault(event.transaction_id, Counter())[event.reason] += 1
+        self.printed_unfinished.clear()
         if self.reporter is not None:
             for transaction_id, reasons in overflow.items():
                 self.reporter.report_overflow(transaction_id, reasons)

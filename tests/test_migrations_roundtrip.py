@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 from helpers import FLAG, flag_on, insert_customer, memberships, run_cli
+from pgtools import psql, server_major
 from psycopg import errors, sql
 
 from sync_admin import db, migrate
@@ -166,13 +167,16 @@ def test_upgrade_of_an_empty_database_installs_what_the_template_has(conn, capsy
     assert_the_schema_works(fresh)
 
 
-def test_offline_sql_reviewed_by_a_dba_installs_the_same_schema(conn, capsys, empty_db):
+def test_offline_sql_reviewed_by_a_dba_installs_the_same_schema(conn, capsys, empty_db, tmp_path):
     code, script, err = run_cli(capsys, None, "db", "sql")
     assert (code, err) == (0, "")
     assert "CREATE TRIGGER billing_sync_customer_update" in script
     assert "%%" not in script
-    _, fresh = empty_db
-    fresh.execute(script)
+    url, fresh = empty_db
+    # As a DBA runs it: psql, one statement at a time (CREATE INDEX CONCURRENTLY runs outside a transaction).
+    (tmp_path / "upgrade.sql").write_text(script, encoding="utf-8")
+    done = psql(server_major(conn), url, "-q", "-f", str(tmp_path / "upgrade.sql"))
+    assert done.returncode == 0, done.stderr
     assert fingerprint(fresh) == fingerprint(conn)
     assert fresh.execute("SELECT version_num FROM alembic_version").fetchall() == [(migrate.head_revision(),)]
     assert_the_schema_works(fresh)

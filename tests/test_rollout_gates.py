@@ -332,3 +332,16 @@ def test_history_shows_gate_changes(conn, capsys, db_url):
     assert code == 0
     assert "created flag_name=" in out and "customer_id=1" in out
     assert "percentage: 0 -> 5" in out
+
+
+def test_removing_every_gate_while_pulled_does_not_make_the_next_gate_undo_the_kill_switch(conn, capsys, db_url):
+    add_customers(conn, 20)
+    assert run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone")[0] == 0
+    assert run_cli(capsys, db_url, "flag", "disable", FLAG, "--reason", "incident")[0] == 0
+    code, out, _ = run_cli(capsys, db_url, "flag", "disable", FLAG, "--everyone")
+    assert code == 0 and "OFF: kill switch pulled" in out and "gates kept: no gate" in out
+    code, out, _ = run_cli(capsys, db_url, "flag", "enable", FLAG, "--actor", "5")
+    assert code == 0 and "OFF: kill switch pulled" in out and "the kill switch stays pulled" in out
+    assert enabled_ids(conn) == set()
+    assert run_cli(capsys, db_url, "flag", "resume", FLAG)[0] == 0
+    assert enabled_ids(conn) == {5}

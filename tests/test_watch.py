@@ -315,3 +315,45 @@ def listener_session(connect: Callable[..., psycopg.Connection]) -> psycopg.Conn
     session = connect()
     session.execute(f"LISTEN {events.CHANNEL}")
     return session
+
+
+def test_the_newest_open_writer_is_not_missed_when_an_older_one_commits_first(conn, connect):
+    """A (older transaction id) and B (newer) are open; B records its skip first, A second, A commits: the
+    snapshot then has no transaction in progress below its xmax, so a cursor built on the in-progress list alone
+    lost B's event for good. Reading what the last snapshot could not see catches it when B commits."""
+    flag_on(conn)
+    shown: list[str] = []
+    watcher = Watcher("", Options(), shown.append, lambda line: None, None)
+    watcher.reader = conn
+    watcher.read()  # places the cursor
+    older, newer = connect(autocommit=False), connect(autocommit=False)
+    older.execute("SELECT txid_current()")
+    newer.execute("SELECT txid_current()")
+    newer.execute("INSERT INTO public.customers (email, zuora_account_id) VALUES ('b@example.com', 'b bad')")
+    older.execute("INSERT INTO public.customers (email, zuora_account_id) VALUES ('a@example.com', 'a bad')")
+    older.commit()
+    watcher.read()
+    assert [line for line in shown if "'a bad'" in line] and not [line for line in shown if "'b bad'" in line]
+    newer.commit()
+    watcher.read()
+    watcher.read()
+    assert sum("'b bad'" in line for line in shown) == 1 and sum("'a bad'" in line for line in shown) == 1
+
+
+def test_a_read_interrupted_part_way_prints_nothing_twice(conn):
+    flag_on(conn)
+    shown: list[str] = []
+    watcher = Watcher("", Options(), shown.append, lambda line: None, None)
+    watcher.reader = conn
+    watcher.read()
+    conn.execute(
+        "INSERT INTO public.customers (email, zuora_account_id)"
+        " SELECT 'c@example.com', 'bad ' || g FROM generate_series(1, 5) g"
+    )
+    reading = events.read_new(conn, watcher.cursor)
+    first = next(reading)  # the connection "drops" after the first event was printed
+    watcher.show(first, to_sentry=False)
+    watcher.printed_unfinished.add(first.id)
+    reading.close()
+    watcher.read()  # the next try, from the same cursor
+    assert watcher.total == {"not_an_account": 5}

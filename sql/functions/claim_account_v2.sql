@@ -24,7 +24,9 @@
 -- v2 (revision 0008): the regions and the budget follow max_locks_per_transaction (v1: 256 each).
 -- The count lives in the transaction-local setting billing_sync.claims; the application can set it too,
 -- so it is parsed defensively (anything but 1-9 digits counts as 0), and a wrong value can only change
--- which of the two locks is tried, never make the write fail.
+-- which of the two locks is tried, never make the write fail. (An application that resets it within its own
+-- transaction can take more single claims than the budget in that transaction: its own choice, as with any
+-- locks it takes itself.)
 -- Called only from the SECURITY DEFINER sync functions; not granted to anyone.
 CREATE OR REPLACE FUNCTION billing_sync.claim_account(account text)
 RETURNS boolean

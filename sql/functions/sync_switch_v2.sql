@@ -49,9 +49,11 @@ BEGIN
     ELSIF mirrored AND NOT enabled THEN
         -- The kill switch must never fail, and must not drop what someone put in the schema by mistake
         -- (everything in a schema depends on it): such a schema is renamed aside, with a warning. A schema
-        -- someone else owns can be neither dropped nor renamed: it stays, with a warning (see above).
+        -- someone else owns can be neither dropped nor renamed: it stays, with a warning (see above). 'USAGE', not
+        -- 'MEMBER': dropping needs the owner's rights, which a NOINHERIT member (PostgreSQL 16's CREATEROLE grants
+        -- are INHERIT FALSE by default) does not use without SET ROLE.
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n
-                       WHERE n.nspname = 'billing_sync_enabled' AND pg_catalog.pg_has_role(n.nspowner, 'MEMBER')) THEN
+                       WHERE n.nspname = 'billing_sync_enabled' AND pg_catalog.pg_has_role(n.nspowner, 'USAGE')) THEN
             RAISE WARNING 'schema billing_sync_enabled is owned by another role: left in place'
                 USING HINT = 'The flag is off all the same; run `sync-admin doctor` for the fix.';
         ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
