@@ -5,6 +5,7 @@ idempotent, resumable after kill -9 or Ctrl-C, one at a time, and right beside l
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -481,3 +482,42 @@ def test_a_new_account_a_live_write_is_creating_is_left_for_the_next_run_without
     assert code == 0
     assert "was skipped, never waited for, and done later by the sweep" in out
     assert_synced(conn)
+
+
+def test_backfill_on_a_terminal_shows_its_progress_bar_and_finishes(conn, db_url):
+    """On a terminal the backfill draws rich's progress bar (piped output prints plain lines instead)."""
+    import pty
+    import threading
+
+    add_customers(conn, mixed_values(500, seed=3))
+    set_gates(conn, everyone=True)
+    leader, follower = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    done = subprocess.run(
+        [sys.executable, "-m", "sync_admin.cli", "--database-url", db_url, "backfill", "--batch-size", "100"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "TERM": "xterm"},
+        timeout=120,
+        check=False,
+    )
+    os.close(follower)
+    reader.join(timeout=10)
+    os.close(leader)
+    output = b"".join(chunks).decode(errors="replace")
+    assert done.returncode == 0, output
+    assert "finished" in output and "internal error" not in output

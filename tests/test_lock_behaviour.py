@@ -262,3 +262,29 @@ def test_offline_the_kill_switch_is_never_held_up_either(conn, portal_db, tmp_pa
     finally:
         holder.close()
         operator.close()
+
+
+def test_a_restarted_revision_does_not_move_a_relative_target(conn, portal_db):
+    """`db upgrade +2` from 0004 ends at 0006 even when 0006 restarts (it holds the flag table while it waits
+    for customers): the target is resolved once, not counted again from where the restart found the database."""
+    migrate.upgrade(portal_db, "0004")
+    observer = psycopg.connect(portal_db, autocommit=True)
+    holder = psycopg.connect(portal_db)
+    holder.execute("UPDATE public.customers SET name = 'long transaction' WHERE id = 1")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sync_admin.cli", "--database-url", portal_db, "db", "upgrade", "+2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until_the_upgrade_waits_for_customers(observer, process)
+        time.sleep(1.0)  # a few failed attempts, and restarts, while the transaction holds customers
+        holder.commit()
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert "restarting the revision" in err
+        assert migrate.current(portal_db) == "0006"
+    finally:
+        holder.close()
+        observer.close()
