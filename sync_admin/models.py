@@ -202,6 +202,7 @@ class SyncEvent(Base):
     __tablename__ = "sync_events"
     __table_args__ = (
         Index("sync_events_occurred_at_idx", "occurred_at"),
+        Index("sync_events_transaction_id_idx", "transaction_id"),  # revision 0011: watch reads by snapshot
         {"schema": SYNC_SCHEMA},
     )
 
