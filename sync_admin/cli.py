@@ -66,10 +66,6 @@ class _LazyConsole:
         return getattr(self.real, name)
 
 
-def printable(value: Any) -> str:
-    return terminal.printable(value)
-
-
 # Piped output is read by people too (CI logs, pasted reports): give tables room instead of rich's 80.
 PIPE_WIDTH = 200
 out = _LazyConsole(width=None if sys.stdout.isatty() else PIPE_WIDTH)
@@ -394,7 +390,7 @@ def _emit(fmt: str, data: object, lines: list[str]) -> None:
         click.echo(render.to_json(data))
     else:
         for line in lines:
-            click.echo(printable(line))
+            click.echo(terminal.printable(line))
 
 
 @cli.command("backfill")
@@ -540,7 +536,7 @@ def errors_command(settings: Settings, since: str, examples: int, fmt: str) -> N
         click.echo(render.to_json(summary.as_json()))
     else:
         for line in events_render.summary_lines(summary, durations.describe(window)):
-            click.echo(printable(line))
+            click.echo(terminal.printable(line))
 
 
 @cli.group("events")
@@ -637,11 +633,11 @@ def _heal_line(line: str) -> None:
 
 def _line(line: str) -> None:
     """One line of a service's output (skips carry values from the database: escaped)."""
-    click.echo(printable(line))
+    click.echo(terminal.printable(line))
 
 
 def _warn(line: str) -> None:
-    click.echo(printable(line), err=True)
+    click.echo(terminal.printable(line), err=True)
 
 
 @cli.command("doctor")
@@ -657,7 +653,7 @@ def doctor_command(settings: Settings, fmt: str) -> None:
         click.echo(render.to_json(report.as_json()))
     else:
         for line in report.lines():
-            click.echo(printable(line))
+            click.echo(terminal.printable(line))
     if report.failed:
         raise CheckFailed(f"doctor: {len(report.failed)} of {len(report.checks)} checks failed")
 

@@ -207,6 +207,26 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
         ) from None
 
 
+def connect_service(url: str, application_name: str) -> psycopg.Connection:
+    """An autocommit connection for a long-running service (watch, heal), with TCP keepalives: it is idle for
+    long stretches, and a dead peer must be noticed (then reconnected) rather than waited on forever."""
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=True,
+            application_name=application_name,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to {mask(url)}: {mask(first_line(exc))}; check the URL and that the server is up"
+        ) from None
+
+
 @contextmanager
 def transaction(url: str) -> Iterator[psycopg.Connection]:
     """One connection, one transaction: committed on success, rolled back on any error."""

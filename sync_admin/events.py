@@ -251,26 +251,6 @@ def pointed(conn: psycopg.Connection, pointer: Pointer, after_id: int = 0) -> It
         last = page[-1].id
 
 
-def recorded_since(conn: psycopg.Connection, start: datetime) -> Iterator[SkipEvent]:
-    """Every event recorded from `start` on, by id, a page at a time (what `watch` missed while disconnected)."""
-    cur = conn.cursor(row_factory=class_row(SkipEvent))
-    last = 0
-    while True:
-        page = cur.execute(
-            f"""
-            SELECT {_COLUMNS} FROM billing_sync.sync_events
-            WHERE occurred_at >= %s AND id > %s
-            ORDER BY id
-            LIMIT %s
-            """,
-            (start, last, PAGE),
-        ).fetchall()
-        yield from page
-        if len(page) < PAGE:
-            return
-        last = page[-1].id
-
-
 def server_now(conn: psycopg.Connection) -> datetime:
     return conn.execute("SELECT now()").fetchone()[0]
 

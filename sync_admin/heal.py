@@ -264,21 +264,7 @@ def start_in_background(url: str, options: Options, emit: Emit, warn: Emit) -> H
 
 
 def _connect(url: str) -> psycopg.Connection:
-    try:
-        conn = psycopg.connect(
-            url,
-            autocommit=True,
-            application_name=APPLICATION_NAME,
-            connect_timeout=db.CONNECT_TIMEOUT_SECONDS,
-            keepalives=1,
-            keepalives_idle=30,
-            keepalives_interval=10,
-            keepalives_count=3,
-        )
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to {db.mask(url)}: {db.mask(db.first_line(exc))}; check the URL and that the server is up"
-        ) from None
+    conn = db.connect_service(url, APPLICATION_NAME)
     # billing_sync.repair_queued works only under READ COMMITTED, whatever the database's default isolation.
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
     return conn

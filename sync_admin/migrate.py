@@ -51,16 +51,24 @@ _RELATIVE = re.compile(r"(?P<start>[0-9a-z]*?)(?P<sign>[+-])(?P<steps>\d+)")
 def _absolute(url: str, revision: str) -> str:
     """A relative target (+2, -1, 0004+1, head-1) as the revision it names now: a revision that restarts runs
     alembic again, which would count a relative target once more from where it got to."""
-    relative = _RELATIVE.fullmatch(revision)
-    if relative is None:
+    if _RELATIVE.fullmatch(revision) is None:
         return revision
     order = [known for known, _ in revisions()]
-    start = relative["start"] or current(url) or "base"
+    goal = _goal(current(url), revision, order)
+    return "base" if goal == 0 else order[goal - 1]
+
+
+def _goal(current_revision: str | None, revision: str, order: list[str]) -> int:
+    """Where REVISION (absolute, or relative to CURRENT_REVISION or to a named one) is in ORDER (base 0)."""
+    relative = _RELATIVE.fullmatch(revision)
+    if relative is None:
+        return _position(revision, order)
+    start = relative["start"] or current_revision or "base"
     steps = int(relative["steps"]) * (1 if relative["sign"] == "+" else -1)
     goal = _position(start, order) + steps
     if not 0 <= goal <= len(order):
         raise BadInput(f"{revision} goes past {'head' if goal > 0 else 'base'}")
-    return "base" if goal == 0 else order[goal - 1]
+    return goal
 
 
 def _with_restarts(action, config: Config, revision: str) -> None:  # noqa: ANN001
@@ -121,7 +129,7 @@ def to_undo(current_revision: str | None, target: str) -> list[tuple[str, str]]:
     listed = revisions()
     order = [revision for revision, _ in listed]
     now = 0 if current_revision is None else _position(current_revision, order)
-    goal = _position(target, order) if not target.startswith("-") else max(now - int(target[1:] or 1), 0)
+    goal = _goal(current_revision, target, order)
     return [listed[i] for i in range(now - 1, goal - 1, -1)]
 
 

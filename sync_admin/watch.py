@@ -70,9 +70,9 @@ class Watcher:
     def connect(self) -> None:
         """Connect and LISTEN; DatabaseUnavailable (exit 3) when the server or the events table is not there."""
         try:
-            self.reader = _connect(self.url)
+            self.reader = db.connect_service(self.url, APPLICATION_NAME)
             events.require_installed(self.reader)
-            self.listener = _connect(self.url)
+            self.listener = db.connect_service(self.url, APPLICATION_NAME)
             self.listener.execute(f"LISTEN {events.CHANNEL}")
             self.alive_at = events.server_now(self.reader)
             if self.cursor.snapshot is None:
@@ -181,26 +181,6 @@ def watch(url: str, options: Options, emit: Emit, warn: Emit, reporter: SentryRe
             reporter.close()
     emit(f"stopped; {watcher.total.total()} skips seen")
     return watcher.total.total()
-
-
-def _connect(url: str) -> psycopg.Connection:
-    """Like db.connect, with TCP keepalives: a LISTEN connection is idle for long stretches, and a
-    dead peer must be noticed (then reconnected) rather than waited on forever."""
-    try:
-        return psycopg.connect(
-            url,
-            autocommit=True,
-            application_name=APPLICATION_NAME,
-            connect_timeout=db.CONNECT_TIMEOUT_SECONDS,
-            keepalives=1,
-            keepalives_idle=30,
-            keepalives_interval=10,
-            keepalives_count=3,
-        )
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to {db.mask(url)}: {db.mask(db.first_line(exc))}; check the URL and that the server is up"
-        ) from None
 
 
 @contextmanager
