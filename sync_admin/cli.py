@@ -37,6 +37,7 @@ def _lazy(name: str) -> ModuleType:
 
 backfill = _lazy("sync_admin.backfill")
 db = _lazy("sync_admin.db")
+environments = _lazy("sync_admin.environments")
 flags = _lazy("sync_admin.flags")
 migrate = _lazy("sync_admin.migrate")
 progress = _lazy("sync_admin.progress")
@@ -80,9 +81,12 @@ FORMATS = click.Choice(["text", "json", "markdown"])
 class Settings:
     url_option: str | None
     debug: bool
+    env: str | None = None
 
     def url(self) -> str:
-        """--database-url, else DATABASE_URL, else the embedded server (started on demand)."""
+        """--env's database, else --database-url, else DATABASE_URL, else the embedded server (started on demand)."""
+        if self.env is not None:
+            return environments.load().get(self.env).url()
         return db.resolve_url(self.url_option) or server.start()
 
 
@@ -105,12 +109,20 @@ class FiniteFloatRange(click.FloatRange):
     metavar="URL",
     help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server).",
 )
+@click.option(
+    "--env",
+    "env_name",
+    metavar="NAME",
+    help="A named environment of sync-admin.toml (`sync-admin rollout envs` lists them).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="sync-admin")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, database_url: str | None, env_name: str | None, debug: bool) -> None:
     """Roll out the account_data_persistence sync: flags, migrations, the embedded server."""
-    ctx.obj = Settings(database_url, debug)
+    if database_url is not None and env_name is not None:
+        raise click.UsageError("--env and --database-url both name the database; give one of them")
+    ctx.obj = Settings(database_url, debug, env_name)
 
 
 # --- server -------------------------------------------------------------------------------------
@@ -509,6 +521,13 @@ def rollout_check(settings: Settings, min_hours: float, fmt: str) -> None:
         _emit(fmt, checklist.as_json(), reports.checklist_lines(checklist))
     if not checklist.passed:
         raise CheckFailed(f"not ready to release the flag: {checklist.failed} of {len(checklist.lines)} checks failed")
+
+
+@rollout_group.command("envs")
+def rollout_envs() -> None:
+    """The named environments (sync-admin.toml, the user's config.toml) and where each one's database is."""
+    for line in environments.listing(environments.load()):
+        click.echo(terminal.printable(line))
 
 
 # --- monitoring: recorded skips, watch, doctor (issue 5) ----------------------------------------
