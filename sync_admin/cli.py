@@ -44,6 +44,7 @@ progress = _lazy("sync_admin.progress")
 render = _lazy("sync_admin.render")
 reports = _lazy("sync_admin.reports")
 rollout = _lazy("sync_admin.rollout")
+rollout_status = _lazy("sync_admin.rollout_status")
 server = _lazy("sync_admin.server")
 terminal = _lazy("sync_admin.terminal")
 verify = _lazy("sync_admin.verify")
@@ -515,6 +516,8 @@ def rollout_check(settings: Settings, min_hours: float, fmt: str) -> None:
     """Is account_data_persistence ready to release? Each gate pass/fail with its evidence; exit 0 only if all pass."""
     with _migrated(settings) as conn:
         checklist = rollout.check(conn, min_hours)
+    if settings.env is not None:  # every environment the rollout reaches first must have passed its own check
+        checklist = rollout_status.with_staging_gates(checklist, settings.env, min_hours)
     if fmt == "markdown":
         click.echo(reports.checklist_markdown(checklist))
     else:
@@ -528,6 +531,54 @@ def rollout_envs() -> None:
     """The named environments (sync-admin.toml, the user's config.toml) and where each one's database is."""
     for line in environments.listing(environments.load()):
         click.echo(terminal.printable(line))
+
+
+@rollout_group.command("status")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_settings
+def rollout_status_command(settings: Settings, fmt: str) -> None:
+    """Every environment side by side: state, cohort, since when and by whom, drift, skips, backfill, last change.
+
+    Exit 1 when an environment cannot be reached."""
+    from sync_admin import environments_render
+
+    chosen = environments.covered(settings.env, settings.url_option is not None, settings.url)
+    statuses = rollout_status.status(chosen)
+    if fmt == "json":
+        click.echo(render.to_json([item.as_json() for item in statuses]))
+    else:
+        out.print(environments_render.status_table(statuses))
+        for line in environments_render.unreachable_lines(statuses):
+            click.echo(terminal.printable(line))
+    _require_reached([item.name for item in rollout_status.unreachable(statuses)], len(statuses))
+
+
+@rollout_group.command("report")
+@click.option(
+    "--min-hours",
+    type=FiniteFloatRange(min=0),
+    default=defaults.ROLLOUT_MIN_HOURS,
+    show_default=True,
+    help="The verification period, as for `rollout check`.",
+)
+@click.option("--format", "fmt", type=FORMATS, default="markdown", show_default=True, help="markdown: for the issue.")
+@pass_settings
+def rollout_report_command(settings: Settings, min_hours: float, fmt: str) -> None:
+    """The rollout issue's checklist, each item from the environments' audit logs and state (--env: up to NAME)."""
+    from sync_admin import environments_render, rollout_report
+
+    staging, target = environments.plan(settings.env, settings.url_option is not None, settings.url)
+    report = rollout_report.build(staging, target, min_hours)
+    if fmt == "markdown":
+        click.echo(environments_render.report_markdown(report))
+    else:
+        _emit(fmt, report.as_json(), environments_render.report_lines(report))
+    _require_reached(list(report.unreachable), len(report.order))
+
+
+def _require_reached(unreachable: list[str], total: int) -> None:
+    if unreachable:
+        raise CheckFailed(f"{len(unreachable)} of {total} environments cannot be reached: {', '.join(unreachable)}")
 
 
 # --- monitoring: recorded skips, watch, doctor (issue 5) ----------------------------------------

@@ -127,7 +127,7 @@ BAD = {
 def test_a_bad_file_is_one_line_naming_the_file_and_the_key(project, capsys, case):
     text, expected = BAD[case]
     write(project / "sync-admin.toml", text)
-    for args in (["rollout", "envs"], ["--env", "staging", "flag", "list"]):
+    for args in (["rollout", "envs"], ["--env", "staging", "flag", "list"], ["rollout", "status"]):
         line = one_line_error(*run_cli(capsys, None, *args))
         assert line.startswith(f"error: {project / 'sync-admin.toml'}: "), line
         assert expected in line, line
