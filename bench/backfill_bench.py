@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psycopg
 
-from sync_admin import backfill, db, migrate, server
+from sync_admin import backfill, db, migrate, release, server
 
 DATABASE = "sync_admin_bench_backfill"
 SYNC_ADMIN = [sys.executable, "-m", "sync_admin.cli"]
@@ -94,7 +94,7 @@ UPDATE public.customers SET zuora_account_id = 'S' || :account WHERE id = :id;
 
 
 def prepare(url: str, customers: int) -> None:
-    migrate.upgrade(url, "head")
+    migrate.upgrade(url, release.PRE_RELEASE_REVISION)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(CUSTOMERS_SQL, (customers,))  # the flag is off: the triggers write nothing
         conn.execute("VACUUM ANALYZE public.customers")

@@ -18,7 +18,7 @@ import psycopg
 
 from bench.suite import databases
 from bench.suite.config import DESIGNS_DIR
-from sync_admin import db, migrate, server
+from sync_admin import db, migrate, release, server
 
 SCRIPTS_DIR = DESIGNS_DIR / "equivalence"
 SCRIPTS = ("writes.sql", "nested.sql")
@@ -28,7 +28,7 @@ def outcome(base: str, name: str, design: Path | None, script: Path) -> tuple[li
     """The state hashes after SCRIPT, and the number of skip notifications it received."""
     url = server.recreate_database(base, name)
     try:
-        migrate.upgrade(url, "head")
+        migrate.upgrade(url, release.PRE_RELEASE_REVISION)
         with psycopg.connect(url, autocommit=True) as conn:
             databases.install_design(conn, design)
             received: list[str] = []

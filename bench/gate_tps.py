@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from sync_admin import db, migrate, server
+from sync_admin import db, migrate, release, server
 
 MODES = {
     "off": "UPDATE billing_sync.feature_flags SET enabled = false, everyone = false, percentage = 0",
@@ -33,7 +33,7 @@ UPDATE public.customers SET zuora_account_id = 'A' || :account WHERE id = :id;
 
 
 def prepare(url: str, customers: int) -> None:
-    migrate.upgrade(url, "head")
+    migrate.upgrade(url, release.PRE_RELEASE_REVISION)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO customers (email, zuora_account_id)"

@@ -45,7 +45,7 @@ from psycopg import sql
 
 from bench import backfill_bench
 from bench.backfill_bench import SYNC_ADMIN, drift_rows, one_statement, reset, timed
-from sync_admin import db, migrate, server
+from sync_admin import db, migrate, release, server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scale"
 FLAG_ON = (
@@ -183,7 +183,7 @@ def build(base: str, name: str, customers: int, shape: str, reuse: bool) -> str:
             print(f"  {name}: reused", flush=True)
             return url
     server.recreate_database(base, name)
-    migrate.upgrade(url, "head")
+    migrate.upgrade(url, release.PRE_RELEASE_REVISION)
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         for first in range(1, customers + 1, FILL_CHUNK):

@@ -95,8 +95,27 @@ def _set_lock_timeout(connection: Connection) -> None:
     # opened the transaction: alembic runs one transaction per revision only on an idle connection.
     idle = not connection.in_transaction()
     connection.exec_driver_sql(f"SET lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'")
+    for name, value in release_settings().items():
+        connection.exec_driver_sql(
+            "SELECT pg_catalog.set_config(%(name)s, %(value)s, false)", {"name": name, "value": value}
+        )
     if idle:
         connection.commit()
+
+
+# What the release revision (0013) reads from the session: sync-admin passes them as the attribute
+# "release_settings"; plain alembic takes them as -x options (alembic -x release_override='why' upgrade head).
+RELEASE_SETTINGS = {
+    "release_override": "billing_sync.release_override",
+    "release_min_hours": "billing_sync.release_min_hours",
+    "actor": "billing_sync.actor",
+    "reason": "billing_sync.reason",
+}
+
+
+def release_settings() -> dict[str, str]:
+    given = {**context.get_x_argument(as_dictionary=True), **config.attributes.get("release_settings", {})}
+    return {RELEASE_SETTINGS[key]: str(value) for key, value in given.items() if key in RELEASE_SETTINGS and value}
 
 
 if context.is_offline_mode():

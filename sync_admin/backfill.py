@@ -208,7 +208,7 @@ def run(conn: psycopg.Connection, options: Options, on_progress: Callable[[Progr
 
 def _run_locked(conn: psycopg.Connection, options: Options, on_progress: Callable[[Progress], None]) -> Result:
     started = time.monotonic()
-    flag = flags.get_flag(conn, flags.ACCOUNT_DATA_PERSISTENCE)
+    flag = flags.current_flag(conn, flags.ACCOUNT_DATA_PERSISTENCE)
     if not _on_for_anyone(flag):
         return Result(None, False, None, 0.0, options.batch_size, 0, flag)
     current, abandoned, resumed = _open_run(conn, options)

@@ -42,6 +42,7 @@ flags = _lazy("sync_admin.flags")
 migrate = _lazy("sync_admin.migrate")
 progress = _lazy("sync_admin.progress")
 render = _lazy("sync_admin.render")
+release = _lazy("sync_admin.release")
 reports = _lazy("sync_admin.reports")
 rollout = _lazy("sync_admin.rollout")
 rollout_status = _lazy("sync_admin.rollout_status")
@@ -160,6 +161,11 @@ def server_stop() -> None:
 # --- db -----------------------------------------------------------------------------------------
 
 
+def _change_options(command: click.Command) -> click.Command:
+    command = click.option("--reason", help="Why: recorded in the audit log.")(command)
+    return click.option("--by", "actor", metavar="PERSON", help="Who acts (default: the OS user).")(command)
+
+
 @cli.group("db")
 def db_group() -> None:
     """The alembic migrations (plain `alembic upgrade head` with DATABASE_URL works too)."""
@@ -167,11 +173,33 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
+@click.option(
+    "--release-override",
+    metavar="REASON",
+    help="Release the flag (revision 0013) although the rollout check fails; REASON and what was missing are"
+    " recorded in the audit log.",
+)
+@click.option(
+    "--min-hours",
+    type=FiniteFloatRange(min=0),
+    metavar="HOURS",
+    help=f"The verification period the release guard requires (default {defaults.ROLLOUT_MIN_HOURS:g}).",
+)
+@_change_options
 @pass_settings
-def db_upgrade(settings: Settings, revision: str) -> None:
-    """Upgrade the database to REVISION (default: head)."""
+def db_upgrade(
+    settings: Settings,
+    revision: str,
+    release_override: str | None,
+    min_hours: float | None,
+    reason: str | None,
+    actor: str | None,
+) -> None:
+    """Upgrade the database to REVISION (default: head). Head includes the release (revision 0013), which retires
+    the flag and runs only where `sync-admin rollout check` passes."""
     url = settings.url()
-    migrate.upgrade(url, revision)
+    guard = release.GuardOptions(release_override, min_hours, actor or flags.default_actor(), reason)
+    migrate.upgrade(url, revision, guard)
     out.print(f"{db.mask(url)}: at revision {migrate.current(url)}")
 
 
@@ -210,6 +238,11 @@ def db_current(settings: Settings) -> None:
     current = migrate.current(url)
     head = migrate.head_revision()
     note = "up to date" if current == head else f"head is {head}: run `sync-admin db upgrade`"
+    if current == release.PRE_RELEASE_REVISION:
+        note = (
+            f"the revision before the release: the rollout runs; head ({head}) retires the flag once"
+            " `sync-admin rollout check` passes"
+        )
     out.print(f"{db.mask(url)}: at revision {current or 'base (nothing installed)'} ({note})")
 
 
@@ -234,7 +267,10 @@ def flag_group() -> None:
 def flag_list(settings: Settings) -> None:
     """All flags and their state."""
     with _migrated(settings) as conn:
-        out.print(render.flags_table(flags.list_flags(conn)))
+        listed, done = flags.list_flags(conn), release.released(conn)
+    out.print(render.flags_table(listed))
+    if done is not None:
+        out.print(f"{done.flag}: {done.summary}; the sync is always on")
 
 
 @flag_group.command("status")
@@ -261,11 +297,6 @@ def flag_explain(settings: Settings, name: str, customer_id: int) -> None:
         explanation = flags.explain(conn, name, customer_id)
     verdict = render.on_off(explanation.enabled)
     out.print(f"{name} is {verdict} for customer {customer_id}: {explanation.gate} (bucket {explanation.bucket})")
-
-
-def _change_options(command: click.Command) -> click.Command:
-    command = click.option("--reason", help="Why: recorded in the audit log.")(command)
-    return click.option("--by", "actor", metavar="PERSON", help="Who acts (default: the OS user).")(command)
 
 
 ACTOR_OPTION = click.option(
@@ -602,9 +633,12 @@ def errors_command(settings: Settings, since: str, examples: int, fmt: str) -> N
     with _migrated(settings) as conn:
         events.require_installed(conn)
         summary = events.summary(conn, window, examples)
+        done = release.released(conn)
     if fmt == "json":
-        click.echo(render.to_json(summary.as_json()))
+        click.echo(render.to_json({**summary.as_json(), "release": done.as_json() if done else None}))
     else:
+        if done is not None:
+            click.echo(f"{done.flag} {done.summary}: the sync is always on, its skips are still recorded")
         for line in events_render.summary_lines(summary, durations.describe(window)):
             click.echo(terminal.printable(line))
 

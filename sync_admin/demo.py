@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sync_admin import backfill, db, flags, migrate, render, reports, rollout, server, verify
+from sync_admin import backfill, db, flags, migrate, release, render, reports, rollout, server, verify
 from sync_admin.errors import DatabaseUnavailable
 
 DEMO_DATABASE = "sync_admin_demo"
@@ -51,6 +51,9 @@ def run(console: Console, *, url_given: bool = False) -> None:
         _writes(console, conn)
         _incident(console, conn)
         _rollout_check(console, conn)
+    _release(console, url)
+    with db.connect(url, autocommit=True) as conn:
+        _after_the_release(console, conn)
         _audit(console, conn)
     _where_to_look(console, url)
 
@@ -81,8 +84,11 @@ def _fresh_database() -> str:
 
 
 def _migrate(console: Console, url: str) -> None:
-    migrate.upgrade(url)
-    console.print(f"[bold]1. Deploy[/]: the migrations run (alembic upgrade head), at revision {migrate.current(url)}")
+    migrate.upgrade(url, release.PRE_RELEASE_REVISION)
+    console.print(
+        f"[bold]1. Deploy[/]: the migrations run up to the release (db upgrade {release.PRE_RELEASE_REVISION}),"
+        f" at revision {migrate.current(url)}"
+    )
 
 
 def _before_the_rollout(console: Console, conn: psycopg.Connection) -> None:
@@ -129,10 +135,8 @@ def _writes(console: Console, conn: psycopg.Connection) -> None:
     console.print(f"   {_counts(conn)}")
     _print_table(console, _accounts_table(conn))
     console.print(
-        console.print(
-            "   [dim]billing accounts are only ever added by the sync, never changed or deleted:"
-            " they mirror the billing system[/]"
-        )
+        "   [dim]billing accounts are only ever added by the sync, never changed or deleted:"
+        " they mirror the billing system[/]"
     )
 
 
@@ -157,8 +161,39 @@ def _rollout_check(console: Console, conn: psycopg.Connection) -> None:
         console.print(f"   {escape(line)}")
 
 
+def _release(console: Console, url: str) -> None:
+    console.print(f"[bold]9. Release[/]: db upgrade (revision {release.RELEASE_REVISION} retires the flag)")
+    guard = release.GuardOptions(actor=ACTOR, reason="rollout complete")
+    try:
+        migrate.upgrade(url, guard=guard)
+    except migrate.ReleaseRefused:
+        console.print(f"   refused, the database stays at {migrate.current(url)}; what the guard says is missing:")
+        with db.connect(url, autocommit=True) as conn:
+            for (blocker,) in conn.execute("SELECT * FROM billing_sync.release_blockers(%s, 24)", (FLAG,)):
+                console.print(f"   - [dim]{escape(blocker)}[/]")
+    with db.connect(url, autocommit=True) as conn:
+        _set_account(conn, "gina@example.com", None)
+    console.print(
+        "   gina's value set to NULL (no account); the demo cannot wait a day: db upgrade --min-hours 0"
+        " (recorded with the release)"
+    )
+    migrate.upgrade(url, guard=release.GuardOptions(min_hours=0, actor=ACTOR, reason="rollout complete"))
+    console.print(f"   at revision {migrate.current(url)}")
+
+
+def _after_the_release(console: Console, conn: psycopg.Connection) -> None:
+    console.print("   after the release the sync is always on; flag commands say so in one line:")
+    _state(console, conn)
+    _show(console, conn, _insert(conn, "hank@example.com", "H-800"), "synced, no flag read")
+    try:
+        flags.disable(conn, FLAG, actor=ACTOR, reason="too late")
+    except release.FlagReleased as gone:
+        console.print(f"   flag disable: [dim]{escape(str(gone))}[/]")
+    console.print(f"   verify: {reports.verify_lines(verify.check(conn))[-1]}")
+
+
 def _audit(console: Console, conn: psycopg.Connection) -> None:
-    console.print(f"[bold]9. Audit history of {FLAG}[/]")
+    console.print(f"[bold]10. Audit history of {FLAG}[/]")
     # The flag row's changes; the actors' own rows are in `sync-admin flag history` too.
     changes = [event for event in flags.history(conn, FLAG) if event.table_name == "feature_flags"]
     events = [dict(zip(render.HISTORY_HEADERS, row, strict=True)) for row in render.history_rows(changes)]
@@ -171,14 +206,14 @@ def _audit(console: Console, conn: psycopg.Connection) -> None:
 
 
 def _where_to_look(console: Console, url: str) -> None:
-    console.print("[bold]10. Look yourself[/]")
+    console.print("[bold]11. Look yourself[/]")
     console.print(f'   psql "{escape(db.mask(url))}"')
     console.print("   sync-admin server stop    [dim]# when done: the embedded server keeps running[/]")
 
 
 def _state(console: Console, conn: psycopg.Connection) -> None:
     """The state line every command prints."""
-    flag = flags.get_flag(conn, FLAG)
+    flag = flags.current_flag(conn, FLAG)
     line = render.state_line(flag, flags.rollout_count(conn, FLAG), flags.last_kill(conn, FLAG))
     console.print(f"   {escape(FLAG)}: {escape(line)}")
 

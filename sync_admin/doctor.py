@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from sync_admin import definitions, manifest, migrate, resources
+from sync_admin import definitions, manifest, migrate, release, resources
 from sync_admin.definitions import LiveFunction, LiveTrigger
 
 PSQL = 'psql "$DATABASE_URL" -v ON_ERROR_STOP=1'
@@ -62,18 +62,19 @@ class Report:
 
 
 def run(conn: psycopg.Connection) -> Report:
-    alembic = check_alembic(conn)
-    if not alembic.ok:
-        # The manifest describes the head revision: against another revision its advice would be wrong.
+    alembic, objects = check_alembic(conn)
+    if objects is None:
+        # The manifest describes the revision before the release and the release: against another revision its
+        # advice would be wrong.
         skipped = Check("objects", False, "not checked: they are checked at the head revision", alembic.fix)
         return Report((alembic, skipped))
     functions, triggers = definitions.read(conn)
-    checks = [alembic, *check_flags(conn), check_switch_mirror(conn), check_application_privileges(conn)]
-    checks.append(check_repair_queue(conn))
-    checks += [check_function(expected, functions.get(expected.signature)) for expected in manifest.FUNCTIONS]
-    checks += [check_trigger(expected, triggers.get((expected.table, expected.name))) for expected in manifest.TRIGGERS]
-    checks += check_relations(conn)
-    checks += check_unexpected(conn, functions, triggers)
+    checks = [alembic, *check_flags(conn, objects), check_switch_mirror(conn, objects)]
+    checks += [check_application_privileges(conn), check_repair_queue(conn)]
+    checks += [check_function(expected, functions.get(expected.signature)) for expected in objects.functions]
+    checks += [check_trigger(expected, triggers.get((expected.table, expected.name))) for expected in objects.triggers]
+    checks += check_relations(conn, objects)
+    checks += check_unexpected(conn, objects, functions, triggers)
     return Report(tuple(_runnable(check, conn) for check in checks))
 
 
@@ -96,21 +97,29 @@ def _runnable(check: Check, conn: psycopg.Connection) -> Check:
 # --- alembic and flags --------------------------------------------------------------------------
 
 
-def check_alembic(conn: psycopg.Connection) -> Check:
+def check_alembic(conn: psycopg.Connection) -> tuple[Check, manifest.Objects | None]:
+    """The revision, and the objects it should have installed (None: a revision doctor does not check)."""
     head = migrate.head_revision()
     row = conn.execute(
         "SELECT CASE WHEN to_regclass('public.alembic_version') IS NOT NULL"
         " THEN (SELECT string_agg(version_num, ',') FROM public.alembic_version) END"
     ).fetchone()
     current = row[0] if row else None
+    objects = manifest.BY_REVISION.get(current or "")
     if current == head:
-        return Check("alembic", True, f"at head ({head})")
+        return Check("alembic", True, f"at head ({head}): {release.FLAG} released, the sync is always on"), objects
+    if current == manifest.PRE_RELEASE_REVISION:
+        detail = (
+            f"at {current}, the revision before the release: the rollout of {release.FLAG} runs; the release"
+            f" ({manifest.RELEASE_REVISION}) waits for `sync-admin rollout check` to pass, then `sync-admin db upgrade`"
+        )
+        return Check("alembic", True, detail), objects
     known = {script.revision for script in migrate_scripts()}
     if current in known or current is None:
-        return Check("alembic", False, f"at {current or 'no revision'}, head is {head}", "sync-admin db upgrade")
-    return Check(
-        "alembic", False, f"at {current}, which this sync-admin does not know (head {head})", "upgrade sync-admin"
-    )
+        upgrade = f"sync-admin db upgrade {manifest.PRE_RELEASE_REVISION}"
+        return Check("alembic", False, f"at {current or 'no revision'}, head is {head}", upgrade), None
+    detail = f"at {current}, which this sync-admin does not know (head {head})"
+    return Check("alembic", False, detail, "upgrade sync-admin"), None
 
 
 def migrate_scripts() -> list[Any]:
@@ -119,10 +128,15 @@ def migrate_scripts() -> list[Any]:
     return list(ScriptDirectory.from_config(migrate.alembic_config(None)).walk_revisions())
 
 
-def check_flags(conn: psycopg.Connection) -> list[Check]:
+def check_flags(conn: psycopg.Connection, objects: manifest.Objects) -> list[Check]:
     present = {row[0] for row in conn.execute("SELECT name FROM billing_sync.feature_flags")}
     checks = []
     for flag in manifest.FLAGS:
+        done = release.released(conn, flag) if objects.released else None
+        if done is not None:
+            detail = f"{done.summary}; its row is gone, its history stays (`sync-admin flag history {flag}`)"
+            checks.append(Check(f"flag {flag}", True, detail))
+            continue
         if flag in present:
             checks.append(Check(f"flag {flag}", True, "row present"))
             continue
@@ -144,10 +158,15 @@ MIRROR = manifest.SWITCH_MIRROR_SCHEMA
 MIRRORED_FLAG = manifest.SWITCH_MIRROR_FLAG
 
 
-def check_switch_mirror(conn: psycopg.Connection) -> Check:
+def check_switch_mirror(conn: psycopg.Connection, installed: manifest.Objects) -> Check:
     subject = f"schema {MIRROR} (mirror of the kill switch of {MIRRORED_FLAG})"
     row = conn.execute(_MIRROR_STATE, {"flag": MIRRORED_FLAG, "mirror": MIRROR}).fetchone()
     enabled, mirrored, objects, owner, expected_owner = row
+    if installed.released:
+        if not mirrored:
+            return Check(subject, True, "absent: the flag is released, there is no kill switch to mirror")
+        detail = f"left by the release (owned by {owner}, which the release could not drop); nothing reads it"
+        return Check(subject, False, detail, f'{PSQL} -c "DROP SCHEMA {MIRROR}"', warning=True)
     if mirrored and objects:
         return Check(subject, False, f"holds {objects} object(s): it must stay empty; move them to another schema")
     if mirrored and owner != expected_owner:
@@ -309,11 +328,11 @@ def _relations(conn: psycopg.Connection) -> dict[str, str]:
     return {name: RELKINDS.get(kind, f"relation of kind {kind!r}") for name, kind in rows}
 
 
-def check_relations(conn: psycopg.Connection) -> list[Check]:
+def check_relations(conn: psycopg.Connection, objects: manifest.Objects) -> list[Check]:
     live = _relations(conn)
-    missing = [relation for relation in manifest.RELATIONS if relation.name not in live]
+    missing = [relation for relation in objects.relations if relation.name not in live]
     if not missing:
-        return [Check("tables, indexes and sequences", True, f"all {len(manifest.RELATIONS)} present")]
+        return [Check("tables, indexes and sequences", True, f"all {len(objects.relations)} present")]
     return [_missing_relation(relation) for relation in missing]
 
 
@@ -326,11 +345,14 @@ def _missing_relation(relation: manifest.Relation) -> Check:
 
 
 def check_unexpected(
-    conn: psycopg.Connection, functions: dict[str, LiveFunction], triggers: dict[tuple[str, str], LiveTrigger]
+    conn: psycopg.Connection,
+    objects: manifest.Objects,
+    functions: dict[str, LiveFunction],
+    triggers: dict[tuple[str, str], LiveTrigger],
 ) -> list[Check]:
-    expected_relations = {relation.name for relation in manifest.RELATIONS}
-    expected_functions = {function.signature for function in manifest.FUNCTIONS}
-    expected_triggers = {(trigger.table, trigger.name) for trigger in manifest.TRIGGERS}
+    expected_relations = {relation.name for relation in objects.relations}
+    expected_functions = {function.signature for function in objects.functions}
+    expected_triggers = {(trigger.table, trigger.name) for trigger in objects.triggers}
     found = [(kind, name) for name, kind in _relations(conn).items() if name not in expected_relations]
     found += [("function", signature) for signature in functions if signature not in expected_functions]
     found += [("trigger", f"{name} ON {table}") for table, name in triggers if (table, name) not in expected_triggers]

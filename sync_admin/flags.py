@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from sync_admin import release
 from sync_admin.errors import BadInput
 
 ACCOUNT_DATA_PERSISTENCE = "account_data_persistence"
@@ -34,6 +35,9 @@ class Flag:
     percentage: int
     actors: tuple[int, ...]
     updated_at: datetime
+    # Set when the flag was released (revision 0013): its row is gone and the sync is on for every customer, so
+    # the flag reads as enabled for everyone; the RELEASE record says when, by whom and with which check.
+    released: release.Release | None = None
 
     @property
     def gates(self) -> str:
@@ -154,9 +158,23 @@ def get_flag(conn: psycopg.Connection, name: str, *, lock: bool = False) -> Flag
         conn.execute("SELECT 1 FROM billing_sync.feature_flags WHERE name = %s FOR UPDATE", (name,))
     row = conn.execute(_FLAG_QUERY + " WHERE f.name = %s GROUP BY f.name", (name,)).fetchone()
     if row is None:
+        release.require_not_released(conn, name)
         known = ", ".join(flag.name for flag in list_flags(conn)) or "none"
         raise BadInput(f"unknown flag {name!r} (known flags: {known})")
     return _flag(row)
+
+
+def current_flag(conn: psycopg.Connection, name: str) -> Flag:
+    """The flag as the sync applies it: its row, or, once released, on for everyone with its release record (for
+    the commands that report on the sync: verify, backfill, rollout check and status). Flag commands use get_flag,
+    which refuses a released flag with one line."""
+    row = conn.execute(_FLAG_QUERY + " WHERE f.name = %s GROUP BY f.name", (name,)).fetchone()
+    if row is not None:
+        return _flag(row)
+    done = release.released(conn, name)
+    if done is None:
+        return get_flag(conn, name)  # raises the unknown-flag error
+    return Flag(name, True, True, 0, (), done.released_at, released=done)
 
 
 WHO_TO_ENABLE = "say for whom: --everyone, --actor CUSTOMER_ID or --percentage P; nothing changed"
@@ -254,8 +272,11 @@ def resume(conn: psycopg.Connection, name: str, *, actor: str | None = None, rea
 
 
 def rollout_count(conn: psycopg.Connection, name: str) -> int:
-    """How many customers the flag is on for right now: one set-based count, gates as the trigger reads them."""
-    get_flag(conn, name)
+    """How many customers the flag is on for right now: one set-based count, gates as the trigger reads them (every
+    customer, once the flag is released)."""
+    if current_flag(conn, name).released is not None:
+        counted = conn.execute("SELECT count(*) FROM public.customers").fetchone()
+        return int(counted[0]) if counted else 0
     row = conn.execute(
         """
         SELECT CASE

@@ -1,7 +1,9 @@
 """Every database object the migrations install in billing_sync (and the sync's triggers on customers),
 as the head revision has them: what `sync-admin doctor` checks the database against.
 
-One place to extend. A revision that adds an object adds its entry here; one that replaces an object
+The objects are listed as the revision before the release (0012) has them; the release (0013) is described at
+the end as what it replaces and drops (RELEASED). One place to extend. A revision that adds an object adds its
+entry here; one that replaces an object
 (a new *_vN.sql file) changes the entry's file and revision; one that drops an object removes it.
 A revision that installs or replaces a function or a trigger also stamps its definition hash
 (`SELECT billing_sync.stamp_definition_hash(...)`, see sql/functions/stamp_definition_hash_v1.sql),
@@ -89,6 +91,8 @@ FUNCTIONS = (
     definer("billing_sync.repair_queued(integer,bigint)", "functions/repair_queued_v1.sql", "0007"),
     definer("billing_sync.sync_customer_removed()", "functions/sync_customer_removed_v1.sql", "0007"),
     definer("billing_sync.sync_customers_truncated()", "functions/sync_customers_truncated_v1.sql", "0007"),
+    invoker("billing_sync.forbid_flag_retirement()", "functions/forbid_flag_retirement_v1.sql", "0012"),
+    invoker("billing_sync.release_blockers(text,numeric)", "functions/release_blockers_v1.sql", "0012"),
 )
 
 TRIGGERS = (
@@ -123,6 +127,12 @@ TRIGGERS = (
         "billing_sync_forbid_truncate",
         "triggers/feature_flags_forbid_truncate_v1.sql",
         "0001",
+    ),
+    Trigger(
+        "billing_sync.feature_flags",
+        "billing_sync_forbid_retirement",
+        "triggers/feature_flags_forbid_retirement_v1.sql",
+        "0012",
     ),
     Trigger(
         "billing_sync.feature_flag_actors", "billing_sync_audit", "triggers/feature_flag_actors_audit_v1.sql", "0002"
@@ -170,3 +180,56 @@ RELATIONS = (
         "billing_sync.sync_repairs_customer_id_idx", "index", "indexes/sync_repairs_customer_id_idx_v1.sql", "0007"
     ),
 )
+
+
+# --- the release (revision 0013) ----------------------------------------------------------------
+# The objects above are those of the revision before the release (0012), where the rollout runs. The release
+# replaces the sync's functions and triggers with versions that read no flag and drops the kill switch's mirror
+# with its function and trigger; tables, indexes and sequences stay (the audit log keeps the flag's history).
+PRE_RELEASE_REVISION = "0012"
+RELEASE_REVISION = "0013"
+_RELEASED_FUNCTIONS = {
+    "billing_sync.sync_customers_inserted()": definer(
+        "billing_sync.sync_customers_inserted()", "functions/sync_customers_inserted_v4.sql", RELEASE_REVISION
+    ),
+    "billing_sync.sync_customer_updated()": definer(
+        "billing_sync.sync_customer_updated()", "functions/sync_customer_updated_v3.sql", RELEASE_REVISION
+    ),
+    "billing_sync.customers_in_rollout(text)": qualified(
+        "billing_sync.customers_in_rollout(text)", "functions/customers_in_rollout_v2.sql", RELEASE_REVISION
+    ),
+    "billing_sync.flag_enabled_for(text,bigint)": definer(
+        "billing_sync.flag_enabled_for(text,bigint)", "functions/flag_enabled_for_v2.sql", RELEASE_REVISION
+    ),
+}
+_RELEASED_TRIGGERS = {
+    ("public.customers", "billing_sync_customer_insert"): Trigger(
+        "public.customers", "billing_sync_customer_insert", "triggers/customers_billing_sync_insert_v3.sql", "0013"
+    ),
+    ("public.customers", "billing_sync_customer_update"): Trigger(
+        "public.customers", "billing_sync_customer_update", "triggers/customers_billing_sync_update_v3.sql", "0013"
+    ),
+}
+_GONE_AT_RELEASE = {"billing_sync.sync_switch()", ("billing_sync.feature_flags", "billing_sync_sync_switch")}
+
+
+@dataclass(frozen=True)
+class Objects:
+    """What a revision has installed: the functions, triggers and relations doctor checks."""
+
+    revision: str
+    functions: tuple[Function, ...]
+    triggers: tuple[Trigger, ...]
+    relations: tuple[Relation, ...]
+    released: bool
+
+
+PRE_RELEASE = Objects(PRE_RELEASE_REVISION, FUNCTIONS, TRIGGERS, RELATIONS, released=False)
+RELEASED = Objects(
+    RELEASE_REVISION,
+    tuple(_RELEASED_FUNCTIONS.get(f.signature, f) for f in FUNCTIONS if f.signature not in _GONE_AT_RELEASE),
+    tuple(_RELEASED_TRIGGERS.get((t.table, t.name), t) for t in TRIGGERS if (t.table, t.name) not in _GONE_AT_RELEASE),
+    RELATIONS,
+    released=True,
+)
+BY_REVISION = {PRE_RELEASE_REVISION: PRE_RELEASE, RELEASE_REVISION: RELEASED}

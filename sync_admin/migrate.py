@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sync_admin import migration_ops, resources
 from sync_admin.db import first_line, mask, sqlalchemy_engine
 from sync_admin.errors import BadInput, DatabaseUnavailable, SyncAdminError
+from sync_admin.release import PRE_RELEASE_REVISION, GuardOptions
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,12 @@ def head_revision() -> str:
     return head
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    _with_restarts(command.upgrade, alembic_config(url), _absolute(url, revision))
+def upgrade(url: str, revision: str = "head", guard: GuardOptions | None = None) -> None:
+    """Upgrade to REVISION; GUARD is what the release revision's guard is told (override, period, who, why)."""
+    config = alembic_config(url)
+    if guard is not None:
+        config.attributes["release_settings"] = guard.settings()
+    _with_restarts(command.upgrade, config, _absolute(url, revision))
 
 
 def downgrade(url: str, revision: str) -> None:
@@ -184,9 +189,30 @@ def _run(action, config: Config, revision: str, **kwargs: object) -> None:  # no
     except DBAPIError as exc:
         if _connection_failed(exc):
             raise _unavailable(config.attributes.get("database_url"), exc) from None
+        if _release_refused(exc):
+            raise ReleaseRefused(mask(first_line(exc.orig))) from None
         raise SyncAdminError(
             f"migration failed and its revision was rolled back: {mask(first_line(exc.orig))}{_hint(exc.orig)}"
         ) from None
+
+
+class ReleaseRefused(SyncAdminError):
+    """The release revision's guard refused: the rollout is not complete. The revisions before it stay applied."""
+
+    def __init__(self, refusal: str) -> None:
+        super().__init__(
+            f"{refusal}; the database stays at revision {PRE_RELEASE_REVISION}, the sync as it was; to release"
+            " anyway, recorded in the audit log with what was missing:"
+            " `sync-admin db upgrade --release-override REASON`"
+        )
+
+
+_RELEASE_REFUSED = "release of account_data_persistence refused"
+
+
+def _release_refused(exc: DBAPIError) -> bool:
+    """The guard of sql/release/account_data_persistence_guard_v1.sql said no (object_not_in_prerequisite_state)."""
+    return getattr(exc.orig, "sqlstate", None) == "55000" and str(exc.orig).startswith(_RELEASE_REFUSED)
 
 
 # SQLSTATE classes of a database that cannot be used at all: connection exception, invalid

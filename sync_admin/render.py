@@ -49,7 +49,9 @@ def flags_table(flags: Sequence[Flag]) -> Table:
 
 
 def state_word(flag: Flag) -> str:
-    """ON, or why it is OFF: the kill switch pulled (gates kept), or no gate yet."""
+    """ON, or why it is OFF: the kill switch pulled (gates kept), or no gate yet; RELEASED once retired."""
+    if flag.released is not None:
+        return "RELEASED (always on)"
     if flag.enabled:
         return "ON"
     return "OFF: kill switch pulled" if flag.pulled else "OFF: no gate"
@@ -72,6 +74,8 @@ def state_line(flag: Flag, in_rollout: int, kill: FlagEvent | None = None) -> st
     `ON for 4,940 customers (10 %, 2 actors)` / `OFF: kill switch pulled by alice at 03:12 (INC-9); gates kept:
     everyone` / `OFF: no gate set`. `kill` is the event that pulled the kill switch (flags.last_kill).
     """
+    if flag.released is not None:
+        return f"RELEASED: always on, for {cohort(flag, in_rollout)}; {flag.released.summary}"
     if flag.enabled:
         return f"ON for {cohort(flag, in_rollout)}"
     if not flag.pulled and kill is None:
@@ -113,7 +117,26 @@ def describe_change(event: FlagEvent) -> str:
         return "created " + ", ".join(f"{k}={json.dumps(after.get(k))}" for k in keys)
     if event.operation == "DELETE":
         return "deleted " + ", ".join(f"{k}={json.dumps(before.get(k))}" for k in keys)
+    if event.operation in ("RELEASE", "RESTORE"):
+        return release_change(event.operation, before, after)
     return ", ".join(f"{k}: {json.dumps(before.get(k))} -> {json.dumps(after.get(k))}" for k in keys)
+
+
+def release_change(operation: str, before: dict[str, Any], after: dict[str, Any]) -> str:
+    """The release record (the flag retired, the check it passed or the override) and its undoing (the flag back)."""
+    if operation == "RESTORE":
+        actors = after.get("actors")
+        count = len(actors) if isinstance(actors, list) else 0
+        percentage = after.get("percentage")
+        return f"restored by a downgrade of the release: on for everyone, percentage={percentage}, {count} actors"
+    verdict = (
+        "new database"
+        if after.get("new_database") is True
+        else "rollout check passed"
+        if after.get("check_passed") is True
+        else f"rollout check overridden ({after.get('override')}): {'; '.join(map(str, after.get('blockers') or []))}"
+    )
+    return f"released (revision {after.get('revision')}): the flag retired, the sync always on; {verdict}"
 
 
 def history_rows(events: Sequence[FlagEvent]) -> list[tuple[Any, ...]]:

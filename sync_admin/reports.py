@@ -127,6 +127,8 @@ def _environment(report: verify.Report) -> str:
 
 
 def _flag_state(flag: Flag) -> str:
+    if flag.released is not None:
+        return f"{flag.name}: {flag.released.summary}; the sync is always on, for every customer"
     return (
         f"{flag.name}: {render.state_word(flag)}; everyone: {'yes' if flag.everyone else 'no'};"
         f" actors: {len(flag.actors)}; percentage: {flag.percentage} %"

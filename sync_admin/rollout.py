@@ -72,7 +72,9 @@ class Period:
 def check(conn: psycopg.Connection, min_hours: float = DEFAULT_MIN_HOURS) -> Checklist:
     verify.require_installed(conn)
     name = flags.ACCOUNT_DATA_PERSISTENCE
-    flag = flags.get_flag(conn, name)
+    flag = flags.current_flag(conn, name)
+    if flag.released is not None:
+        return _released_checklist(conn, flag, min_hours)
     period = on_for_everyone_period(conn, name)
     report = verify.check(conn, examples=EXAMPLES)
     lines = (
@@ -82,6 +84,15 @@ def check(conn: psycopg.Connection, min_hours: float = DEFAULT_MIN_HOURS) -> Che
         _skips_line(report, recorded_skips(conn, period.since)),
     )
     return Checklist(name, min_hours, period.now, lines, report)
+
+
+def _released_checklist(conn: psycopg.Connection, flag: flags.Flag, min_hours: float) -> Checklist:
+    """After the release there is nothing left to check before it: one line that says it happened, and the drift
+    report, which still matters (the sync keeps every customer up to date)."""
+    assert flag.released is not None
+    report = verify.check(conn, examples=EXAMPLES)
+    lines = (Line("flag released", True, f"{flag.released.summary}; the sync is always on"), _drift_line(report))
+    return Checklist(flag.name, min_hours, report.checked_at, lines, report)
 
 
 _EVENT_COLUMNS = "id, occurred_at, operation, actor, reason, database_user, before, after"

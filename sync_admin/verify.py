@@ -169,7 +169,7 @@ def check(conn: psycopg.Connection, examples: int = DEFAULT_EXAMPLES) -> Report:
             " (SELECT count(*) FROM public.billing_account_memberships), statement_timestamp(),"
             " current_setting('server_version')"
         ).fetchone()
-        flag = flags.get_flag(conn, flags.ACCOUNT_DATA_PERSISTENCE)
+        flag = flags.current_flag(conn, flags.ACCOUNT_DATA_PERSISTENCE)
     assert counts is not None
     customers, billing_accounts, memberships, checked_at, version = counts
     in_rollout = next(item for item in items if item.name == IN_ROLLOUT).rows

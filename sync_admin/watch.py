@@ -25,7 +25,7 @@ from types import FrameType
 
 import psycopg
 
-from sync_admin import db, events
+from sync_admin import db, events, release
 from sync_admin.errors import DatabaseUnavailable
 from sync_admin.events_render import heartbeat_line, skip_line, timestamp
 from sync_admin.sentry import SentryReporter
@@ -172,6 +172,9 @@ def watch(url: str, options: Options, emit: Emit, warn: Emit, reporter: SentryRe
                 f" on {db.mask(url)}: a line per skip, a heartbeat every {options.heartbeat:g}s{target};"
                 " Ctrl-C stops"
             )
+            done = release.released(watcher.reader) if watcher.reader is not None else None
+            if done is not None:
+                emit(f"{done.flag} {done.summary}: the sync is always on, its skips are still recorded")
             watcher.run()
     except KeyboardInterrupt:
         pass

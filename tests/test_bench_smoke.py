@@ -27,6 +27,15 @@ SCENARIOS = {
     "bulk_update",
     "bulk_insert",
     "bulk_unrelated_update",
+    "released_update_vs_flag_on",
+    "released_insert_vs_flag_on",
+    "released_update_vs_app",
+    "released_insert_vs_app",
+    "released_unrelated_update",
+    "released_bulk_update_vs_flag_on",
+    "released_bulk_insert_vs_flag_on",
+    "released_bulk_update",
+    "released_bulk_insert",
 }
 
 

@@ -184,7 +184,7 @@ def test_db_current_names_the_head_and_masks_the_password(conn, capsys, db_url):
     url = db.make_url(host=info.host, port=info.port, user=info.user, dbname=info.dbname, password=password)
     code, out, err = run_cli(capsys, url, "db", "current")
     assert (code, err) == (0, "")
-    assert "up to date" in out and "***" in out
+    assert "at revision 0012 (the revision before the release" in out and "***" in out
     assert password not in out
     code, out, err = run_cli(capsys, url, "flag", "enable", FLAG, "--everyone")
     assert code == 0 and password not in out + err

@@ -72,7 +72,7 @@ def test_a_clean_database_passes_every_check_with_a_line_each(capsys, db_url):
     lines = assert_clean(capsys, db_url)
     assert lines[-1] == "all checks passed"
     text = "\n".join(lines)
-    assert "ok    alembic: at head" in text
+    assert "ok    alembic: at 0012, the revision before the release" in text
     assert f"ok    flag {FLAG}: row present" in text
     for function in manifest.FUNCTIONS:
         assert f"ok    function {function.signature}: " in text
@@ -195,7 +195,11 @@ def test_what_the_hash_leaves_out_does_not_fail_the_check(conn, capsys, db_url):
 
 
 def test_a_missing_flag_row_is_caught_and_the_fix_recreates_it_off(conn, capsys, db_url):
-    conn.execute("DELETE FROM billing_sync.feature_flags WHERE name = %s", (FLAG,))
+    # Deleting it is refused since revision 0012; its owner can still get past the refusal by disabling it.
+    with conn.transaction():
+        conn.execute("ALTER TABLE billing_sync.feature_flags DISABLE TRIGGER billing_sync_forbid_retirement")
+        conn.execute("DELETE FROM billing_sync.feature_flags WHERE name = %s", (FLAG,))
+        conn.execute("ALTER TABLE billing_sync.feature_flags ENABLE TRIGGER billing_sync_forbid_retirement")
     code, lines = doctor(capsys, db_url)
     assert code == 1
     (line,) = failures(lines)
@@ -232,8 +236,8 @@ def test_a_database_below_head_is_told_to_upgrade(capsys, db_url):
     code, lines = doctor(capsys, db_url)
     assert code == 1
     assert failures(lines)[0] == f"FAIL  alembic: at 0003, head is {migrate.head_revision()}"
-    assert fixes(lines)[0] == "sync-admin db upgrade"
-    assert run_cli(capsys, db_url, "db", "upgrade")[0] == 0
+    assert fixes(lines)[0] == "sync-admin db upgrade 0012"
+    assert run_cli(capsys, db_url, *fixes(lines)[0].split()[1:])[0] == 0
     assert_clean(capsys, db_url)
 
 

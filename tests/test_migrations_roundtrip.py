@@ -18,6 +18,7 @@ from pgtools import psql, server_major
 from psycopg import errors, sql
 
 from sync_admin import db, migrate
+from sync_admin.release import PRE_RELEASE_REVISION as PRE_RELEASE
 
 SCHEMAS = ["public", "billing_sync"]
 
@@ -114,23 +115,23 @@ def test_downgrade_to_base_and_upgrade_to_head_on_a_populated_database(conn, cap
     assert installed_objects(conn) == []
     assert migrate.current(db_url) is None
 
-    code, out, err = run_cli(capsys, db_url, "db", "upgrade", "head")
+    code, out, err = run_cli(capsys, db_url, "db", "upgrade", PRE_RELEASE)
     assert (code, err) == (0, ""), out
-    assert migrate.current(db_url) == migrate.head_revision()
+    assert migrate.current(db_url) == PRE_RELEASE
     assert fingerprint(conn) == template
     assert_the_schema_works(conn)
 
 
-def test_upgrade_to_head_again_changes_nothing(conn, capsys, db_url):
+def test_upgrade_to_the_same_revision_again_changes_nothing(conn, capsys, db_url):
     populate(conn)
     before = (fingerprint(conn), conn.execute("SELECT count(*) FROM billing_sync.feature_flag_events").fetchone())
-    code, out, err = run_cli(capsys, db_url, "db", "upgrade", "head")
+    code, out, err = run_cli(capsys, db_url, "db", "upgrade", PRE_RELEASE)
     assert (code, err) == (0, ""), out
     assert (fingerprint(conn), conn.execute("SELECT count(*) FROM billing_sync.feature_flag_events").fetchone()) == (
         before
     )
     code, out, _ = run_cli(capsys, db_url, "db", "current")
-    assert code == 0 and f"at revision {migrate.head_revision()} (up to date)" in out
+    assert code == 0 and f"at revision {PRE_RELEASE} (the revision before the release" in out
 
 
 def test_each_revision_down_and_up_keeps_the_data_and_the_sync(conn, capsys, db_url):
@@ -139,7 +140,8 @@ def test_each_revision_down_and_up_keeps_the_data_and_the_sync(conn, capsys, db_
     customer = insert_customer(conn, "A1")
     chain = [script.revision for script in ScriptDirectory.from_config(migrate.alembic_config(None)).walk_revisions()]
     assert chain[0] == migrate.head_revision() and chain[-1] == "0001"
-    for revision in chain[1:]:  # head -> ... -> 0001, one revision at a time
+    chain = chain[chain.index(PRE_RELEASE) :]  # the template's revision (the release has tests of its own)
+    for revision in chain[1:]:  # 0012 -> ... -> 0001, one revision at a time
         code, out, err = run_cli(capsys, db_url, "db", "downgrade", revision, "--yes")
         assert (code, err) == (0, ""), out
         assert migrate.current(db_url) == revision
@@ -161,14 +163,14 @@ def test_each_revision_down_and_up_keeps_the_data_and_the_sync(conn, capsys, db_
 
 def test_upgrade_of_an_empty_database_installs_what_the_template_has(conn, capsys, empty_db):
     url, fresh = empty_db
-    code, out, err = run_cli(capsys, url, "db", "upgrade")
+    code, out, err = run_cli(capsys, url, "db", "upgrade", PRE_RELEASE)
     assert (code, err) == (0, ""), out
     assert fingerprint(fresh) == fingerprint(conn)
     assert_the_schema_works(fresh)
 
 
 def test_offline_sql_reviewed_by_a_dba_installs_the_same_schema(conn, capsys, empty_db, tmp_path):
-    code, script, err = run_cli(capsys, None, "db", "sql")
+    code, script, err = run_cli(capsys, None, "db", "sql", f"base:{PRE_RELEASE}")
     assert (code, err) == (0, "")
     assert "CREATE TRIGGER billing_sync_customer_update" in script
     assert "%%" not in script
@@ -178,7 +180,7 @@ def test_offline_sql_reviewed_by_a_dba_installs_the_same_schema(conn, capsys, em
     done = psql(server_major(conn), url, "-q", "-f", str(tmp_path / "upgrade.sql"))
     assert done.returncode == 0, done.stderr
     assert fingerprint(fresh) == fingerprint(conn)
-    assert fresh.execute("SELECT version_num FROM alembic_version").fetchall() == [(migrate.head_revision(),)]
+    assert fresh.execute("SELECT version_num FROM alembic_version").fetchall() == [(PRE_RELEASE,)]
     assert_the_schema_works(fresh)
 
 

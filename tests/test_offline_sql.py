@@ -9,6 +9,7 @@ from pgtools import fresh_database, psql, schema_dump, server_major
 
 from sync_admin import migrate
 from sync_admin.migration_ops import MIGRATION_LOCK_TIMEOUT
+from sync_admin.release import PRE_RELEASE_REVISION as PRE_RELEASE
 
 UNREACHABLE = "postgresql://deployer:s3cr3t-offline@127.0.0.1:1/production"
 
@@ -35,13 +36,13 @@ def test_each_revision_prints_on_its_own(capsys):
 def test_psql_builds_from_the_offline_sql_the_schema_the_migrations_build(conn, db_url, tmp_path):
     """The DBA's path: the printed script, run by psql with ON_ERROR_STOP on an empty database."""
     script = tmp_path / "upgrade.sql"
-    script.write_text(migrate.offline_sql(), encoding="utf-8")
+    script.write_text(migrate.offline_sql(f"base:{PRE_RELEASE}"), encoding="utf-8")
     major = server_major(conn)
     with fresh_database(conn, db_url) as url:
         result = psql(major, url, "-q", "-f", str(script))
         assert result.returncode == 0, result.stderr
         assert schema_dump(major, url) == schema_dump(major, db_url)  # db_url: the template the migrations built
-        assert migrate.current(url) == migrate.head_revision()
+        assert migrate.current(url) == PRE_RELEASE
         rows = psql(major, url, "-At", "-c", "SELECT name, enabled FROM billing_sync.feature_flags")
         assert rows.stdout.split() == [f"{FLAG}|f"]
 
@@ -57,7 +58,7 @@ def test_a_database_upgraded_offline_part_of_the_way_upgrades_online_to_the_same
     with fresh_database(conn, db_url) as url:
         assert psql(major, url, "-q", "-f", str(script)).returncode == 0
         assert migrate.current(url) == revision
-        migrate.upgrade(url)
+        migrate.upgrade(url, PRE_RELEASE)
         assert schema_dump(major, url) == schema_dump(major, db_url)
 
 

@@ -13,7 +13,7 @@ import pytest
 from helpers import FLAG, flag_off, flag_on, insert_customer, memberships, outcome, run_cli, session, wait_until_blocked
 from test_doctor import assert_clean, doctor, failures, run_fixes
 
-from sync_admin import migrate
+from sync_admin import migrate, release
 
 MIRROR = "billing_sync_enabled"
 
@@ -57,9 +57,9 @@ def test_the_mirror_follows_every_way_of_switching_the_flag(conn, capsys, db_url
         assert mirrored(conn)
     assert not mirrored(conn)  # rolled back with the flag
     flag_on(conn)
-    conn.execute("DELETE FROM billing_sync.feature_flags WHERE name = %s", (FLAG,))  # an unknown flag is off
-    assert not mirrored(conn)
-    conn.execute("INSERT INTO billing_sync.feature_flags (name, enabled, everyone) VALUES (%s, true, true)", (FLAG,))
+    # Deleting the row by hand is refused before the release (revision 0012): the mirror stays with the flag.
+    with pytest.raises(psycopg.errors.ObjectInUse):
+        conn.execute("DELETE FROM billing_sync.feature_flags WHERE name = %s", (FLAG,))
     assert mirrored(conn)
     customer = insert_customer(conn, "A1")
     assert memberships(conn) == {(customer, "A1")}
@@ -157,8 +157,9 @@ def test_the_mirror_goes_with_a_downgrade_and_comes_back_with_the_upgrade(conn, 
     assert not mirrored(conn)
     on_v3 = insert_customer(conn, "A1")  # revision 0005's sync reads the flag itself
     assert memberships(conn) == {(on_v3, "A1")}
-    assert run_cli(capsys, db_url, "db", "upgrade", "head")[0] == 0
-    assert migrate.current(db_url) == migrate.head_revision()
+    # Up to the revision before the release (the release itself retires the mirror with the flag).
+    assert run_cli(capsys, db_url, "db", "upgrade", release.PRE_RELEASE_REVISION)[0] == 0
+    assert migrate.current(db_url) == release.PRE_RELEASE_REVISION
     assert mirrored(conn)
     on_head = insert_customer(conn, "A2")
     assert memberships(conn) == {(on_v3, "A1"), (on_head, "A2")}

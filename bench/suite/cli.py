@@ -68,7 +68,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def selected(settings: Settings, kind: str) -> list[Scenario]:
-    return [s for s in SCENARIOS if s.kind == kind and settings.wants(s.name, kind)]
+    """The scenarios of KIND that --only asks for; the released ones only for head (a design is not released)."""
+    return [
+        s
+        for s in SCENARIOS
+        if s.kind == kind
+        and settings.wants(s.name, kind)
+        and (settings.design == HEAD or "released" not in (s.a.database, s.b.database))
+    ]
 
 
 def machine() -> str:

@@ -2,6 +2,7 @@
 
 * `<prefix>_tpl_sync`: migrated to head (plus a design from bench/designs, if one is chosen), with data;
 * `<prefix>_tpl_none`: a copy of it without the sync's triggers on customers ("none");
+* `<prefix>_tpl_released`: a copy of it after the release (revision 0013: the sync always on, no flag);
 * clones of those for the pgbench runs (`sync`, `none`, `app` for the application callbacks) and one
   fresh clone for every timed bulk statement, so that every bulk statement starts from the same state.
 
@@ -21,7 +22,7 @@ from psycopg import sql
 
 from bench.suite.config import Settings
 from bench.suite.cpu import ServerCpu
-from sync_admin import db, migrate, server
+from sync_admin import db, migrate, release, server
 
 FLAG = "account_data_persistence"
 FLAG_MODES = {
@@ -90,6 +91,12 @@ class Server:
             conn.execute(setting.format(name, sql.Literal(self.synchronous_commit)))
         return self.url(role)
 
+    def has(self, role: str) -> bool:
+        """Whether the database ROLE exists (tpl_released is built only for head, not for a design)."""
+        with self.admin() as conn:
+            found = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (self.name(role),))
+            return found.fetchone() is not None
+
     @contextmanager
     def clone(self, role: str, template: str) -> Iterator[str]:
         """A throw-away copy of TEMPLATE for the duration of the block."""
@@ -103,7 +110,7 @@ class Server:
 def build_templates(srv: Server, settings: Settings) -> None:
     """`tpl_sync` (migrated, design installed, data loaded) and `tpl_none` (the same without the triggers)."""
     url = srv.create("tpl_sync")
-    migrate.upgrade(url, "head")
+    migrate.upgrade(url, release.PRE_RELEASE_REVISION)
     with psycopg.connect(url, autocommit=True) as conn:
         install_design(conn, settings.design_dir())
         set_flag(conn, "off")
@@ -114,6 +121,22 @@ def build_templates(srv: Server, settings: Settings) -> None:
     url = srv.create("tpl_none", "tpl_sync")
     with psycopg.connect(url, autocommit=True) as conn:
         drop_sync_triggers(conn)
+        checkpoint(conn)
+    if settings.design_dir() is None:
+        build_released(srv)
+
+
+def build_released(srv: Server) -> None:
+    """`tpl_released`: tpl_sync after the release (revision 0013: the sync always on, no flag read). The data is
+    the same and in sync; the release runs with the guard overridden (the benchmark has no day to wait), which
+    its audit record says."""
+    url = srv.create("tpl_released", "tpl_sync")
+    with psycopg.connect(url, autocommit=True) as conn:
+        set_flag(conn, "everyone")
+    guard = release.GuardOptions(override="benchmark: the same data as tpl_sync", actor="bench", reason="bench")
+    migrate.upgrade(url, guard=guard)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (FREEZE, ANALYZE)")
         checkpoint(conn)
 
 

@@ -18,8 +18,8 @@ from bench.suite.cpu import client_seconds
 from bench.suite.databases import Server
 from bench.suite.workloads import BULK, MANY_ACCOUNTS, MANY_ACCOUNTS_ROWS, SCRIPTS, SCRIPTS_DIR, Scenario, Side
 
-PGBENCH_DATABASES = ("sync", "none", "app")
-TEMPLATE_OF = {"sync": "tpl_sync", "none": "tpl_none", "app": "tpl_none"}
+PGBENCH_DATABASES = ("sync", "none", "app", "released")
+TEMPLATE_OF = {"sync": "tpl_sync", "none": "tpl_none", "app": "tpl_none", "released": "tpl_released"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def pgbench_run(url: str, script: Path, settings: Settings) -> tuple[float, int]
 
 
 def prepare_pgbench_databases(srv: Server) -> dict[str, str]:
-    return {role: srv.create(role, TEMPLATE_OF[role]) for role in PGBENCH_DATABASES}
+    return {role: srv.create(role, TEMPLATE_OF[role]) for role in PGBENCH_DATABASES if srv.has(TEMPLATE_OF[role])}
 
 
 def run_pgbench_side(
@@ -170,7 +170,7 @@ def timed_bulk(url: str, side: Side, srv: Server, settings: Settings, facts: Bul
                 conn.execute(statement, params)
         seconds = time.perf_counter() - started
         cpu = srv.cpu.seconds() - cpu_before
-        if side.database == "sync":
+        if side.database in ("sync", "released"):
             facts.xids.setdefault(side.work, []).append(txid(conn) - before - 1)
     return Sample(seconds, cpu if srv.cpu.available else None)
 
