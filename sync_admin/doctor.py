@@ -133,6 +133,17 @@ def check_flags(conn: psycopg.Connection, objects: manifest.Objects) -> list[Che
     checks = []
     for flag in manifest.FLAGS:
         done = release.released(conn, flag) if objects.released else None
+        if done is not None and flag in present:
+            detail = (
+                f"{done.summary}, but a row of that name was created since: nothing reads it (the sync is always"
+                " on) and the flag commands refuse it"
+            )
+            delete = f"DELETE FROM billing_sync.feature_flags WHERE name = '{flag}'"
+            disable, enable = (f"ALTER TABLE billing_sync.feature_flags {verb} TRIGGER {RETIREMENT_GUARD}"
+                               for verb in ("DISABLE", "ENABLE"))  # fmt: skip
+            fix = f'{PSQL} -1 -c "{disable}" -c "{delete}" -c "{enable}"'
+            checks.append(Check(f"flag {flag}", False, detail, fix, warning=True))
+            continue
         if done is not None:
             detail = f"{done.summary}; its row is gone, its history stays (`sync-admin flag history {flag}`)"
             checks.append(Check(f"flag {flag}", True, detail))
@@ -153,6 +164,8 @@ def check_flags(conn: psycopg.Connection, objects: manifest.Objects) -> list[Che
     return checks
 
 
+# Refuses deleting the flag row by hand (revision 0012); a stray row after the release is deleted past it.
+RETIREMENT_GUARD = "billing_sync_forbid_retirement"
 APP_ROLE = "billing_sync_app"
 MIRROR = manifest.SWITCH_MIRROR_SCHEMA
 MIRRORED_FLAG = manifest.SWITCH_MIRROR_FLAG

@@ -154,11 +154,12 @@ def list_flags(conn: psycopg.Connection) -> list[Flag]:
 
 def get_flag(conn: psycopg.Connection, name: str, *, lock: bool = False) -> Flag:
     """One flag; lock=True first takes its row lock so that concurrent changes queue up."""
+    # A released flag is refused even if someone created a row of that name by hand since: nothing reads it.
+    release.require_not_released(conn, name)
     if lock:
         conn.execute("SELECT 1 FROM billing_sync.feature_flags WHERE name = %s FOR UPDATE", (name,))
     row = conn.execute(_FLAG_QUERY + " WHERE f.name = %s GROUP BY f.name", (name,)).fetchone()
     if row is None:
-        release.require_not_released(conn, name)
         known = ", ".join(flag.name for flag in list_flags(conn)) or "none"
         raise BadInput(f"unknown flag {name!r} (known flags: {known})")
     return _flag(row)
@@ -168,12 +169,9 @@ def current_flag(conn: psycopg.Connection, name: str) -> Flag:
     """The flag as the sync applies it: its row, or, once released, on for everyone with its release record (for
     the commands that report on the sync: verify, backfill, rollout check and status). Flag commands use get_flag,
     which refuses a released flag with one line."""
-    row = conn.execute(_FLAG_QUERY + " WHERE f.name = %s GROUP BY f.name", (name,)).fetchone()
-    if row is not None:
-        return _flag(row)
     done = release.released(conn, name)
     if done is None:
-        return get_flag(conn, name)  # raises the unknown-flag error
+        return get_flag(conn, name)
     return Flag(name, True, True, 0, (), done.released_at, released=done)
 
 

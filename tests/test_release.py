@@ -13,11 +13,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import psycopg
 import pytest
 from helpers import FLAG, insert_customer, memberships, run_cli
-from pgtools import fresh_database, psql, server_major
+from pgtools import fresh_database, pg_program, psql, server_major
 
 from sync_admin import flags, migrate, release, resources, rollout
 
@@ -316,3 +317,64 @@ def test_the_release_guard_options_reach_the_revision_through_plain_alembic(conn
     assert done.returncode == 0, done.stderr
     actor, reason, _, verdict = release_record(conn)
     assert (actor, reason, verdict["min_hours"], verdict["check_passed"]) == ("ci", "plain", 0, True)
+
+
+def wait_until_waiting_for_customers(observer: psycopg.Connection, process: subprocess.Popen[str]) -> None:
+    """Until the release (in PROCESS) asks for its lock on customers, which another transaction holds."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        row = observer.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = 'public.customers'::regclass AND NOT granted)"
+        ).fetchone()
+        if row and row[0]:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.005)
+    raise AssertionError("the release never asked for its lock on customers")
+
+
+def test_a_kill_switch_pulled_while_the_release_waits_for_its_lock_stops_the_release(
+    conn, connect, capsys, db_url, complete
+):
+    """The guard passed, then (while the release retries its lock on customers behind a long transaction) the kill
+    switch is pulled: the kill switch is not held up, and the release, seeing it under its lock, refuses."""
+    holder = connect(autocommit=False)
+    holder.execute("UPDATE public.customers SET email = email WHERE id = %s", (complete[0],))  # ROW EXCLUSIVE held
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sync_admin.cli", "--database-url", db_url, "db", "upgrade"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_waiting_for_customers(conn, process)
+        code, _, err = run_cli(capsys, db_url, "flag", "disable", FLAG, "--reason", "INC-8")
+        assert (code, err) == (0, "")
+        holder.rollback()
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert "changed while the release ran" in err and err.strip().count("\n") == err.strip().count("retrying")
+    assert revision(conn) == release.PRE_RELEASE_REVISION
+    assert flags.get_flag(conn, FLAG).pulled
+
+
+def test_a_row_created_by_hand_after_the_release_is_not_a_flag_again(conn, capsys, db_url, complete):
+    assert run_cli(capsys, db_url, "db", "upgrade")[0] == 0
+    conn.execute("INSERT INTO billing_sync.feature_flags (name, enabled) VALUES (%s, false)", (FLAG,))
+    code, _, err = run_cli(capsys, db_url, "flag", "enable", FLAG, "--everyone")
+    assert code == 2 and "was released" in err
+    code, out, _ = run_cli(capsys, db_url, "verify")
+    assert code == 0 and "released" in out  # the sync is on for everyone, whatever that row says
+    customer = insert_customer(conn, "R1", "stray@example.com")
+    assert (customer, "R1") in memberships(conn)
+    code, out, _ = run_cli(capsys, db_url, "doctor")
+    assert code == 0 and "WARN  flag account_data_persistence" in out and "nothing reads it" in out
+    fix = next(line.split("fix: ", 1)[1] for line in out.splitlines() if "fix: " in line and "DELETE" in line)
+    done = subprocess.run(fix.replace("psql", pg_program("psql", server_major(conn)), 1), shell=True, check=False)
+    assert done.returncode == 0
+    assert conn.execute("SELECT count(*) FROM billing_sync.feature_flags").fetchone() == (0,)
+    code, out, _ = run_cli(capsys, db_url, "doctor")
+    assert code == 0 and "WARN" not in out

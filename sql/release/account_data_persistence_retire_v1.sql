@@ -9,9 +9,21 @@ DO $retire$
 DECLARE
     flag_row jsonb;
     actor_rows jsonb;
+    verdict jsonb;
 BEGIN
     SELECT pg_catalog.to_jsonb(f) INTO flag_row
     FROM billing_sync.feature_flags f WHERE f.name = 'account_data_persistence';
+    verdict := pg_catalog.current_setting('billing_sync.release_verdict')::jsonb;
+    -- The guard ran before this revision locked the flag tables: a change since then (the kill switch pulled, the
+    -- everyone gate removed) is seen here, under the lock, and refuses the release as the guard would have. Not
+    -- for a new database or an override: the guard let those through whatever the flag's state.
+    IF (verdict ->> 'check_passed')::boolean AND NOT (verdict ->> 'new_database')::boolean
+       AND NOT coalesce((flag_row ->> 'enabled')::boolean AND (flag_row ->> 'everyone')::boolean, false) THEN
+        RAISE EXCEPTION 'release of account_data_persistence refused, the rollout is not complete: the flag changed '
+                        'while the release ran (it is not on for everyone any more). sync-admin rollout check shows '
+                        'the evidence'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('customer_id', a.customer_id,
                                                                        'created_at', a.created_at)
                                          ORDER BY a.customer_id), '[]')
@@ -27,7 +39,7 @@ BEGIN
         nullif(pg_catalog.current_setting('billing_sync.reason', true), ''),
         pg_catalog.txid_current(),
         flag_row || pg_catalog.jsonb_build_object('actors', actor_rows),
-        pg_catalog.current_setting('billing_sync.release_verdict')::jsonb
+        verdict
     );
     DELETE FROM billing_sync.feature_flag_actors WHERE flag_name = 'account_data_persistence';
     DELETE FROM billing_sync.feature_flags WHERE name = 'account_data_persistence';
