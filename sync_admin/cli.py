@@ -206,10 +206,11 @@ def db_upgrade(
 @db_group.command("downgrade")
 @click.argument("revision")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+@_change_options
 @pass_settings
-def db_downgrade(settings: Settings, revision: str, yes: bool) -> None:
+def db_downgrade(settings: Settings, revision: str, yes: bool, reason: str | None, actor: str | None) -> None:
     """Downgrade the database to REVISION ("base" removes everything, data included): says what it undoes and
-    asks first (--yes for scripts)."""
+    asks first (--yes for scripts). Undoing the release (0013) brings the flag back, on for everyone, audited."""
     url = settings.url()
     undo = migrate.to_undo(migrate.current(url), revision)
     if not undo:
@@ -218,6 +219,11 @@ def db_downgrade(settings: Settings, revision: str, yes: bool) -> None:
     out.print(f"downgrading {db.mask(url)} to {revision} undoes:")
     for number, title in undo:
         out.print(f"  {number}  {title}")
+    if release.RELEASE_REVISION in (number for number, _ in undo):
+        out.print(
+            f"and brings {release.FLAG} back, on for everyone with the gates it had when it was released"
+            " (the rollback of the release, audited)"
+        )
     if undo[-1][0] == "0001":
         out.print("and deletes, for good:")
         for item in migrate.data_lost(url):
@@ -226,7 +232,7 @@ def db_downgrade(settings: Settings, revision: str, yes: bool) -> None:
         if not sys.stdin.isatty():
             raise BadInput("a downgrade is not undone by anything; rerun with --yes to confirm (nothing changed)")
         click.confirm("go ahead?", default=False, abort=True)
-    migrate.downgrade(url, revision)
+    migrate.downgrade(url, revision, release.GuardOptions(actor=actor or flags.default_actor(), reason=reason))
     out.print(f"{db.mask(url)}: at revision {migrate.current(url) or 'base (nothing installed)'}")
 
 

@@ -46,8 +46,12 @@ def upgrade(url: str, revision: str = "head", guard: GuardOptions | None = None)
     _with_restarts(command.upgrade, config, _absolute(url, revision))
 
 
-def downgrade(url: str, revision: str) -> None:
-    _with_restarts(command.downgrade, alembic_config(url), _absolute(url, revision))
+def downgrade(url: str, revision: str, guard: GuardOptions | None = None) -> None:
+    """Downgrade to REVISION; GUARD's actor and reason go to the audit record of a release undone (RESTORE)."""
+    config = alembic_config(url)
+    if guard is not None:
+        config.attributes["release_settings"] = guard.settings()
+    _with_restarts(command.downgrade, config, _absolute(url, revision))
 
 
 _RELATIVE = re.compile(r"(?P<start>[0-9a-z]*?)(?P<sign>[+-])(?P<steps>\d+)")

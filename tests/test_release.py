@@ -251,13 +251,16 @@ def test_downgrade_restores_the_flag_on_for_everyone_with_its_gates_audited_and_
     conn, capsys, db_url, complete
 ):
     assert run_cli(capsys, db_url, "db", "upgrade", "--by", "rita")[0] == 0
-    code, _out, err = run_cli(capsys, db_url, "db", "downgrade", release.PRE_RELEASE_REVISION, "--yes")
+    code, out, err = run_cli(
+        capsys, db_url, "db", "downgrade", release.PRE_RELEASE_REVISION, "--yes", "--by", "sre", "--reason", "INC-9"
+    )
     assert (code, err) == (0, ""), err
+    assert "brings account_data_persistence back, on for everyone" in out
     assert revision(conn) == release.PRE_RELEASE_REVISION
     flag = flags.get_flag(conn, FLAG)
     assert (flag.enabled, flag.everyone, flag.percentage, flag.actors) == (True, True, 30, (complete[0],))
     assert conn.execute("SELECT to_regnamespace('billing_sync_enabled') IS NOT NULL").fetchone() == (True,)
-    assert operations(conn)[-2:][0][1] == "RELEASE" and operations(conn)[-1][1] == "RESTORE"
+    assert operations(conn)[-2][1] == "RELEASE" and operations(conn)[-1] == ("feature_flags", "RESTORE", "sre", "INC-9")
     assert release.released(conn) is None
     # The kill switch works again, instantly, with nothing lost.
     assert run_cli(capsys, db_url, "flag", "disable", FLAG, "--reason", "rollback")[0] == 0
