@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from sync_admin import environments, flags, render, rollout
-from sync_admin.rollout_status import FLAG, Unreachable, current_flag, flag_event, released, visit, when, who
+from sync_admin.rollout_status import FLAG, Unreachable, flag_event, flag_state, visit, when, who
 
 if TYPE_CHECKING:
     from sync_admin.release import Release
@@ -109,12 +109,11 @@ def _by(event: flags.FlagEvent) -> str:
 
 
 def _staging(conn: psycopg.Connection, name: str, min_hours: float) -> Item:
-    flag = current_flag(conn)
-    if flag is None:
-        release = released(conn)
-        if release is None:
-            return Item(name, ENABLED_AND_VERIFIED, False, "the flag row is gone and no release is recorded")
+    flag, release = flag_state(conn)
+    if release is not None:
         return Item(name, ENABLED_AND_VERIFIED, True, _released(release), release.released_at, release.actor)
+    if flag is None:
+        return Item(name, ENABLED_AND_VERIFIED, False, "the flag row is gone and no release is recorded")
     if not (flag.enabled and flag.everyone):
         state = render.state_line(flag, flags.rollout_count(conn, FLAG), flags.last_kill(conn, FLAG))
         return Item(name, ENABLED_AND_VERIFIED, False, f"not on for everyone: {state}")
@@ -142,8 +141,7 @@ def _released(release: Release) -> str:
 
 
 def _target(conn: psycopg.Connection, name: str, min_hours: float) -> list[Item]:
-    flag = current_flag(conn)
-    release = released(conn) if flag is None else None
+    flag, release = flag_state(conn)
     return [
         _testing_customers(conn, name),
         _incremental(conn, name),
@@ -175,11 +173,14 @@ def _global(conn: psycopg.Connection, name: str, flag: flags.Flag | None, releas
     began = everyone_began(conn)
     since = f"since {_by(began)}" if began else ""
     at, by = (began.occurred_at, who(began)) if began else (None, None)
-    if flag is None:  # released: on for everyone until then, if it ever was
-        if began is None:
-            return Item(name, "global", False, "never on for everyone")
-        until = f" until its release {when(release.released_at)}" if release else ""
-        return Item(name, "global", True, f"on for everyone {since}{until}", at, by)
+    if release is not None:  # the sync is on for every customer since; the gate before it, if it ever was on
+        if began is None:  # a new database, released at once
+            return Item(name, "global", True, f"on for everyone since its release {when(release.released_at)}")
+        return Item(
+            name, "global", True, f"on for everyone {since} until its release {when(release.released_at)}", at, by
+        )
+    if flag is None:
+        return Item(name, "global", False, "the flag row is gone and no release is recorded")
     if flag.enabled and flag.everyone:
         return Item(name, "global", True, f"on for everyone {since}".strip(), at, by)
     state = render.state_line(flag, flags.rollout_count(conn, FLAG), flags.last_kill(conn, FLAG))
@@ -190,12 +191,14 @@ def _verification(
     conn: psycopg.Connection, name: str, flag: flags.Flag | None, release: Release | None, min_hours: float
 ) -> Item:
     title = "verification day"
-    if flag is None:
-        if release is None:
-            return Item(name, title, False, "the flag row is gone and no release is recorded")
+    if release is not None:  # its guard ran the rollout check: passed, overridden, or nothing to check
         if release.overridden:
             return Item(name, title, False, f"not verified: {_released(release)} with the check overridden")
+        if release.new_database:
+            return Item(name, title, True, f"a new database, released at once {when(release.released_at)}")
         return Item(name, title, True, f"the rollout check passed at its release {when(release.released_at)}")
+    if flag is None:
+        return Item(name, title, False, "the flag row is gone and no release is recorded")
     checklist = rollout.check(conn, min_hours)
     if not checklist.passed:
         return Item(name, title, False, f"rollout {_verdict(checklist)}")

@@ -56,9 +56,14 @@ def who(event: flags.FlagEvent) -> str:
     return event.actor or event.database_user
 
 
-def current_flag(conn: psycopg.Connection) -> flags.Flag | None:
-    """The flag's row, or None once it is gone (released: its history stays in feature_flag_events)."""
-    return next((flag for flag in flags.list_flags(conn) if flag.name == FLAG), None)
+def flag_state(conn: psycopg.Connection) -> tuple[flags.Flag | None, Release | None]:
+    """(its row, None) while the flag is rolled out; (None, its release) once released, whatever row may have been
+    created by hand since (nothing reads it: the sync is always on); (None, None) when the row is gone without one.
+    A released flag has no row, only its history in feature_flag_events."""
+    release = released(conn)
+    if release is not None:
+        return None, release
+    return next((flag for flag in flags.list_flags(conn) if flag.name == FLAG), None), None
 
 
 _EVENT = """
@@ -77,9 +82,9 @@ def flag_event(conn: psycopg.Connection, condition: str, *, newest: bool = False
 
 
 def released(conn: psycopg.Connection) -> Release | None:
-    from sync_admin import release  # the release module (sync-admin release) loads only for a retired flag
+    from sync_admin import release
 
-    return release.released(conn)
+    return release.released(conn, FLAG)
 
 
 # --- status ---------------------------------------------------------------------------------------
@@ -167,10 +172,13 @@ def _status(environment: environments.Environment) -> Status:
 def _read_status(conn: psycopg.Connection, name: str, source: str) -> Status:
     last = flag_event(conn, "true", newest=True)
     seen = Status(name, source, last=last, skips=events.summary(conn, SKIPS_WINDOW, 0), backfill=_last_run(conn))
-    flag = current_flag(conn)
+    flag, release = flag_state(conn)
+    if release is not None:  # the drift still matters: the sync keeps every customer up to date
+        report = verify.check(conn, examples=0)
+        state = f"released {when(release.released_at)} by {release.actor}"
+        return dataclasses.replace(seen, state=state, release=release, report=report, in_rollout=report.in_rollout)
     if flag is None:
-        release = released(conn)
-        return dataclasses.replace(seen, state=_gone(release, last), release=release)
+        return dataclasses.replace(seen, state=_gone(last))
     in_rollout = flags.rollout_count(conn, FLAG)
     state = render.state_line(flag, in_rollout, flags.last_kill(conn, FLAG))
     report = verify.check(conn, examples=0)
@@ -182,10 +190,8 @@ def _last_run(conn: psycopg.Connection) -> backfill.Run | None:
     return runs[0] if runs else None
 
 
-def _gone(release: Release | None, last: flags.FlagEvent | None) -> str:
-    """The state of a flag whose row is gone: released, or deleted without a release (by hand)."""
-    if release is not None:
-        return f"released {when(release.released_at)} by {release.actor}"
+def _gone(last: flags.FlagEvent | None) -> str:
+    """The state of a flag whose row is gone without a release (deleted by hand, before revision 0012 forbade it)."""
     if last is not None and last.operation == "DELETE":
         return f"no flag row: deleted {when(last.occurred_at)} by {who(last)} without a release"
     return "no flag row"
@@ -219,10 +225,11 @@ def staging_gate(environment: environments.Environment, min_hours: float) -> rol
 
 
 def _gate(conn: psycopg.Connection, min_hours: float) -> tuple[bool, str]:
-    if current_flag(conn) is None:
-        release = released(conn)
-        if release is not None:  # retired there: its rollout check was behind it
-            return True, f"released there {when(release.released_at)} by {release.actor}"
+    flag, release = flag_state(conn)
+    if release is not None:  # retired there: the release's guard ran the same check (or was overridden: say so)
+        how = "with its rollout check overridden" if release.overridden else "its rollout check passed"
+        return not release.overridden, f"released there {when(release.released_at)} by {release.actor}, {how}"
+    if flag is None:
         return False, "the flag row is gone and no release is recorded"
     checklist = rollout.check(conn, min_hours)
     if checklist.passed:

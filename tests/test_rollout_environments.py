@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from envtools import database_factory, days_pass, isolate, service_file, write
 from helpers import FLAG, run_cli
+from pgtools import fresh_database
 
 SECRET = "Sw0rdf1sh-7171"
 UNREACHABLE = f"postgresql://u:{SECRET}@127.0.0.1:1/x"
@@ -142,6 +143,15 @@ def test_status_names_an_environment_that_cannot_be_reached_and_exits_1(envs, ca
     monkeypatch.delenv("DR_DATABASE_URL")
     code, out, _ = sa(capsys, "rollout", "status")
     assert code == 1 and "dr cannot be reached: " in out and "the variable DR_DATABASE_URL is not set" in out
+
+
+def test_status_names_an_environment_that_is_not_migrated(envs, capsys, project, conn, db_url, monkeypatch):
+    with fresh_database(conn, db_url) as empty:
+        monkeypatch.setenv("QA_DATABASE_URL", empty)
+        write(project / "sync-admin.toml", CONFIG + '\n[environments.qa]\nurl_env = "QA_DATABASE_URL"\n')
+        code, out, err = sa(capsys, "rollout", "status")
+    assert code == 1 and err.strip() == "error: 1 of 3 environments cannot be reached: qa"
+    assert "qa cannot be reached: the database is not migrated; run `sync-admin db upgrade` first" in out
 
 
 def test_status_without_configuration_shows_the_one_database_as_default(project, capsys, db_url):
@@ -282,3 +292,40 @@ def test_the_report_says_which_environment_cannot_be_reached(envs, capsys, monke
     assert code == 1 and err.strip() == "error: 1 of 2 environments cannot be reached: staging"
     assert "- [ ] staging: enabled and verified (cannot be reached: cannot connect to postgresql://u:***@" in out
     assert SECRET not in out + err
+
+
+# --- after the release: the flag row is gone, its history stays ----------------------------------------------
+
+
+def test_after_the_release_status_and_report_read_the_release_and_the_history(envs, capsys):
+    the_rollout_so_far(envs, capsys)
+    days_pass(envs["production"], 25)
+    ok(capsys, "--env", "production", "db", "upgrade", "--by", "erin", "--reason", "CHG-1")
+
+    [_, production] = json.loads(ok(capsys, "rollout", "status", "--format", "json"))
+    assert re.fullmatch(r"released \d{4}-\d\d-\d\d \d\d:\d\d UTC by erin", production["state"]), production
+    assert production["flag"] is None and production["drift"]["clean"] is True  # the sync still keeps them up to date
+    assert production["in_rollout"] == production["customers"] == 5
+    assert (production["released"]["actor"], production["released"]["reason"]) == ("erin", "CHG-1")
+    assert production["released"]["overridden"] is False
+    assert production["backfill"]["actor"] == "dave"
+    assert "released " in ok(capsys, "rollout", "status")
+
+    markdown = normalized(ok(capsys, "rollout", "report"))
+    assert "- [x] production: global (on for everyone since <when> by dave until its release <when>)" in markdown
+    assert "- [x] production: verification day (the rollout check passed at its release <when>)" in markdown
+    assert "- [x] production: release (released <when> by erin (CHG-1): the flag retired by revision 0013)" in markdown
+    assert "- [ ]" not in markdown
+
+    # a released staging passes the gate of the next environment
+    days_pass(envs["staging"], 1)
+    ok(capsys, "--env", "staging", "db", "upgrade", "--by", "erin")
+    [staging, _] = json.loads(ok(capsys, "rollout", "status", "--format", "json"))
+    assert staging["state"].startswith("released ")
+    assert "- [x] staging: enabled and verified (released <when> by erin)" in normalized(
+        ok(capsys, "rollout", "report")
+    )
+    gate = gate_line(ok(capsys, "--env", "production", "rollout", "check"))
+    assert re.fullmatch(
+        r"PASS  staging gate \(staging\): released there \S+ \S+ UTC by erin, its rollout check passed", gate
+    ), gate
