@@ -110,8 +110,9 @@ def _by(event: flags.FlagEvent) -> str:
 
 def _staging(conn: psycopg.Connection, name: str, min_hours: float) -> Item:
     flag, release = flag_state(conn)
-    if release is not None:
-        return Item(name, ENABLED_AND_VERIFIED, True, _released(release), release.released_at, release.actor)
+    if release is not None:  # verified by the release's guard, unless it was overridden
+        detail = _released(release) + (" with its rollout check overridden" if release.overridden else "")
+        return Item(name, ENABLED_AND_VERIFIED, not release.overridden, detail, release.released_at, release.actor)
     if flag is None:
         return Item(name, ENABLED_AND_VERIFIED, False, "the flag row is gone and no release is recorded")
     if not (flag.enabled and flag.everyone):

@@ -216,15 +216,13 @@ def staging_gate(environment: environments.Environment, min_hours: float) -> rol
     skips) as one line; a failure to reach it fails the gate."""
     name = f"staging gate ({environment.name})"
     try:
-        passed, evidence = visit(environment, lambda conn: _gate(conn, min_hours))
+        passed, evidence = visit(environment, lambda conn: _gate(conn, environment.name, min_hours))
     except Unreachable as exc:
         return rollout.Line(name, False, f"{environment.name} cannot be checked: {exc}")
-    if not passed:  # the next steps it names are for that environment, not the one checked
-        evidence += f" (run them with `sync-admin --env {environment.name} ...`)"
     return rollout.Line(name, passed, evidence)
 
 
-def _gate(conn: psycopg.Connection, min_hours: float) -> tuple[bool, str]:
+def _gate(conn: psycopg.Connection, name: str, min_hours: float) -> tuple[bool, str]:
     flag, release = flag_state(conn)
     if release is not None:  # retired there: the release's guard ran the same check (or was overridden: say so)
         how = "with its rollout check overridden" if release.overridden else "its rollout check passed"
@@ -235,4 +233,6 @@ def _gate(conn: psycopg.Connection, min_hours: float) -> tuple[bool, str]:
     if checklist.passed:
         return True, "rollout check passed: " + "; ".join(line.evidence for line in checklist.lines)
     failed = [f"{line.name}: {line.evidence}" for line in checklist.lines if not line.passed]
-    return False, f"rollout check failed ({len(failed)} of {len(checklist.lines)}): " + "; ".join(failed)
+    # The next steps the evidence names are for that environment, not the one checked.
+    steps = f" (run them with `sync-admin --env {name} ...`)"
+    return False, f"rollout check failed ({len(failed)} of {len(checklist.lines)}): " + "; ".join(failed) + steps

@@ -329,3 +329,20 @@ def test_after_the_release_status_and_report_read_the_release_and_the_history(en
     assert re.fullmatch(
         r"PASS  staging gate \(staging\): released there \S+ \S+ UTC by erin, its rollout check passed", gate
     ), gate
+
+
+def test_a_staging_release_that_overrode_its_check_does_not_pass_the_gate(envs, capsys):
+    ok(capsys, "--env", "staging", "flag", "enable", FLAG, "--percentage", "10")
+    ok(capsys, "--env", "staging", "db", "upgrade", "--release-override", "INC-5 hotfix", "--by", "erin")
+    ok(capsys, "--env", "production", "flag", "enable", FLAG, "--everyone")
+    days_pass(envs["production"], 30)
+
+    code, out, _ = sa(capsys, "--env", "production", "rollout", "check")
+
+    assert code == 1
+    assert re.fullmatch(
+        r"FAIL  staging gate \(staging\): released there \S+ \S+ UTC by erin, with its rollout check overridden",
+        gate_line(out),
+    ), out
+    report = normalized(ok(capsys, "rollout", "report"))
+    assert "- [ ] staging: enabled and verified (released <when> by erin with its rollout check overridden)" in report
