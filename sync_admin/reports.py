@@ -28,6 +28,8 @@ def backfill_lines(result: backfill.Result) -> list[str]:
     if run is None:
         return [f"{result.flag.name} is off for every customer ({_off_reason(result.flag)}): nothing to backfill"]
     lines = []
+    if result.flag.released is not None:
+        lines.append(f"{result.flag.name} {result.flag.released.summary}: every customer is in the sync")
     if result.abandoned is not None:
         lines.append(f"abandoned run #{result.abandoned.id} ({_position(result.abandoned)}); started over")
     if result.resumed:

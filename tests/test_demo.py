@@ -52,9 +52,18 @@ STORY = (
     "PASS zero drift: no drift across 15 customers in the rollout",
     "FAIL on for everyone for at least 24 h without a kill-switch event: only 0.0 h",
     "not ready to release the flag: 2 of 4 checks failed",
-    # 9. the audit history
+    # 9. the release: refused first (what is missing), then done; after it the sync is always on
+    "9. Release: db upgrade (revision 0013 retires the flag)",
+    "refused, the database stays at 0012; what the guard says is missing:",
+    "- customers whose zuora_account_id is not an account: 1",
+    "at revision 0013",
+    "account_data_persistence: RELEASED: always on, for everyone (15 customers); released",
+    "hank@example.com insert 'H-800' -> H-800 (synced, no flag read)",
+    "flag disable: account_data_persistence was released",
+    # 10. the audit history, the release last
     "enabled: true -> false demo INC-1: billing errors",
     "enabled: false -> true demo INC-1 resolved",
+    "released (revision 0013): the flag retired",
 )
 
 

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from helpers import flag_on, insert_customer, run_cli
 
-from sync_admin import events
+from sync_admin import events, migrate, release
 from sync_admin.watch import APPLICATION_NAME, Options, Watcher
 
 WAIT_SECONDS = 30  # an upper bound for a line to show up; never an assertion on speed
@@ -138,6 +138,17 @@ def test_watch_reconnects_when_its_connection_is_killed_and_prints_what_it_misse
     assert code == 0
     printed = Counter(m[1] for m in re.finditer(r"customer (\d+) ", "\n".join([*process.seen_out, out])))
     assert printed == {str(before): 1, str(during): 1, str(after): 1}
+
+
+def test_after_the_release_watch_says_so_and_prints_the_skips(conn, db_url, watch):
+    flag_on(conn)
+    migrate.upgrade(db_url, guard=release.GuardOptions(min_hours=0, actor="rita", reason="released"))
+    process = watch()
+    process.wait_for(r"account_data_persistence released .* by rita .*: the sync is always on")
+    customer = insert_customer(conn, "bad value!")
+    process.wait_for(rf"skip not_an_account: customer {customer} ")
+    code, out, _ = process.interrupt()
+    assert code == 0 and out.splitlines()[-1] == "stopped; 1 skips seen"
 
 
 def test_watch_exits_3_with_one_line_when_the_database_cannot_be_reached(capsys):
