@@ -192,6 +192,17 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+# What libpq says when the server is up but the credentials are not accepted (or none were given).
+_AUTHENTICATION_FAILED = ("password authentication failed", "no password supplied", "authentication failed")
+
+
+def connect_hint(exc: BaseException | None) -> str:
+    """What to check: the password (the server answered) or the address (it did not)."""
+    if any(text in str(exc) for text in _AUTHENTICATION_FAILED):
+        return "check the user and its password (~/.pgpass or PGPASSFILE, or the URL in the environment)"
+    return "check the URL and that the server is up"
+
+
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     """A connection tagged with application_name (it shows in the audit log); exit 3 when unreachable."""
     try:
@@ -203,7 +214,7 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(
-            f"cannot connect to {mask(url)}: {mask(first_line(exc))}; check the URL and that the server is up"
+            f"cannot connect to {mask(url)}: {mask(first_line(exc))}; {connect_hint(exc)}"
         ) from None
 
 
@@ -223,7 +234,7 @@ def connect_service(url: str, application_name: str) -> psycopg.Connection:
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(
-            f"cannot connect to {mask(url)}: {mask(first_line(exc))}; check the URL and that the server is up"
+            f"cannot connect to {mask(url)}: {mask(first_line(exc))}; {connect_hint(exc)}"
         ) from None
 
 

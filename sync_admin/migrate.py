@@ -16,7 +16,7 @@ from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sync_admin import migration_ops, resources
-from sync_admin.db import first_line, mask, sqlalchemy_engine
+from sync_admin.db import connect_hint, first_line, mask, sqlalchemy_engine
 from sync_admin.errors import BadInput, DatabaseUnavailable, SyncAdminError
 from sync_admin.release import PRE_RELEASE_REVISION, GuardOptions
 
@@ -241,4 +241,4 @@ def _hint(error: BaseException) -> str:
 
 def _unavailable(url: str | None, exc: OperationalError) -> DatabaseUnavailable:
     where = mask(url) if url else "the database"
-    return DatabaseUnavailable(f"cannot connect to {where}: {mask(first_line(exc.orig))}")
+    return DatabaseUnavailable(f"cannot connect to {where}: {mask(first_line(exc.orig))}; {connect_hint(exc.orig)}")

@@ -167,6 +167,8 @@ def failed_to_connect(code: int, out: str, err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out + err, err
     assert lines[0].startswith("error: cannot connect to "), lines[0]
+    # the server answered: the line points at the password, not at the address
+    assert lines[0].endswith("check the user and its password (~/.pgpass or PGPASSFILE, or the URL in the environment)")
     return lines[0]
 
 
