@@ -66,7 +66,11 @@ def run(conn: psycopg.Connection) -> Report:
     if objects is None:
         # The manifest describes the revision before the release and the release: against another revision its
         # advice would be wrong.
-        skipped = Check("objects", False, "not checked: they are checked at the head revision", alembic.fix)
+        detail = (
+            f"not checked: they are checked at {manifest.PRE_RELEASE_REVISION} (before the release) and at"
+            f" {manifest.RELEASE_REVISION} (released)"
+        )
+        skipped = Check("objects", False, detail, alembic.fix)
         return Report((alembic, skipped))
     functions, triggers = definitions.read(conn)
     checks = [alembic, *check_flags(conn, objects), check_switch_mirror(conn, objects)]

@@ -154,8 +154,10 @@ def acquire_with_retries(connection: Connection, statement: str) -> int:
     """
     global first_attempt
     previous = connection.exec_driver_sql("SHOW lock_timeout").scalar_one()
+    cap = connection.exec_driver_sql(_ATTEMPT_CAP).scalar_one()
     start = min(max(first_attempt, 1), len(LOCK_RETRY_TIMINGS))
-    for attempt, (timeout_ms, sleep_s) in enumerate(LOCK_RETRY_TIMINGS[start - 1 :], start=start):
+    for attempt, (scheduled_ms, sleep_s) in enumerate(LOCK_RETRY_TIMINGS[start - 1 :], start=start):
+        timeout_ms = min(scheduled_ms, cap)
         if _try_lock(connection, statement, timeout_ms):
             # The next lock_retries block (of this revision or a later one) starts its schedule afresh.
             first_attempt = 1
@@ -176,6 +178,16 @@ def acquire_with_retries(connection: Connection, statement: str) -> int:
                 raise RevisionRestart(statement, attempt + 1, sleep_s)
             time.sleep(sleep_s)
     raise LockRetriesExhausted(exhausted_message(statement))
+
+
+# No attempt waits as long as deadlock_timeout (9/10 of it at most): a LOCK TABLE of several tables takes them one
+# after the other, and a customer transaction that read one of the later ones (the flag tables, inside the sync)
+# before writing the first (customers) would close a cycle. The deadlock check runs in the backend that has waited
+# deadlock_timeout; the attempt, which began to wait first, ends before it, so that backend is never the
+# customer's: the attempt gives up, the customer write goes on.
+_ATTEMPT_CAP = (
+    "SELECT greatest(50, s.setting::integer * 9 / 10) FROM pg_catalog.pg_settings s WHERE s.name = 'deadlock_timeout'"
+)
 
 
 def _try_lock(connection: Connection, statement: str, timeout_ms: int) -> bool:
@@ -213,17 +225,19 @@ DECLARE
     sleeps double precision[] := ARRAY[{sleeps}];
     previous text := pg_catalog.current_setting('lock_timeout');
     attempts integer := pg_catalog.array_length(timeouts, 1);
+    -- never as long as deadlock_timeout (see sync_admin/migration_ops.py, _ATTEMPT_CAP)
+    cap integer := ({_ATTEMPT_CAP});
     committed bigint;
 BEGIN
     FOR attempt IN 1 .. attempts LOOP
         BEGIN
-            PERFORM pg_catalog.set_config('lock_timeout', timeouts[attempt] || 'ms', true);
+            PERFORM pg_catalog.set_config('lock_timeout', least(timeouts[attempt], cap) || 'ms', true);
             {statement};
             PERFORM pg_catalog.set_config('lock_timeout', previous, true);
             RETURN;
         EXCEPTION WHEN lock_not_available THEN
             RAISE NOTICE '%: not granted within % ms (attempt % of %); retrying in % s',
-                '{statement}', timeouts[attempt], attempt, attempts, sleeps[attempt];
+                '{statement}', least(timeouts[attempt], cap), attempt, attempts, sleeps[attempt];
         END;
         IF attempt < attempts THEN
             -- Never sleep holding a lock the kill switch needs: stop instead (run the script again).

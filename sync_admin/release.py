@@ -8,6 +8,7 @@ revision before puts the flag back on for everyone and records RESTORE; the newe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,13 +46,14 @@ class Release:
     @property
     def summary(self) -> str:
         """`released 2026-12-01 10:00 UTC by alice (revision 0013, rollout check passed)`."""
-        verdict = (
-            "new database"
-            if self.new_database
-            else f"rollout check passed{self._period()}"
-            if self.check_passed
-            else f"rollout check overridden: {self.override}"
-        )
+        if self.new_database:
+            verdict = "new database"
+        elif self.check_passed:
+            verdict = f"rollout check passed{self._period()}"
+        elif self.overridden:
+            verdict = f"rollout check overridden: {self.override}"
+        else:
+            verdict = "the record of its rollout check is unreadable"
         return f"released {self.released_at:%Y-%m-%d %H:%M %Z} by {self.actor} (revision {self.revision}, {verdict})"
 
     def _period(self) -> str:
@@ -133,7 +135,14 @@ def _release(flag: str, row: dict[str, Any]) -> Release:
 
 
 def _hours(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A finite number of hours, or None (the record is read back from a table its owner can edit)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        hours = float(value)
+    except OverflowError:
+        return None
+    return hours if math.isfinite(hours) else None
 
 
 def require_not_released(conn: psycopg.Connection, flag: str) -> None:

@@ -111,7 +111,9 @@ HISTORY_HEADERS = ("when", "operation", "change", "actor", "reason", "database u
 
 def describe_change(event: FlagEvent) -> str:
     """`enabled: false -> true`, one part per column that changed."""
-    before, after = event.before or {}, event.after or {}
+    # Read back from the audit table, which its owner can edit: anything but an object reads as empty.
+    before = event.before if isinstance(event.before, dict) else {}
+    after = event.after if isinstance(event.after, dict) else {}
     keys = [k for k in dict.fromkeys([*before, *after]) if k != "updated_at" and before.get(k) != after.get(k)]
     if event.operation == "INSERT":
         return "created " + ", ".join(f"{k}={json.dumps(after.get(k))}" for k in keys)
@@ -129,13 +131,16 @@ def release_change(operation: str, before: dict[str, Any], after: dict[str, Any]
         count = len(actors) if isinstance(actors, list) else 0
         percentage = after.get("percentage")
         return f"restored by a downgrade of the release: on for everyone, percentage={percentage}, {count} actors"
-    verdict = (
-        "new database"
-        if after.get("new_database") is True
-        else "rollout check passed"
-        if after.get("check_passed") is True
-        else f"rollout check overridden ({after.get('override')}): {'; '.join(map(str, after.get('blockers') or []))}"
-    )
+    blockers = after.get("blockers")
+    missing = "; ".join(map(str, blockers)) if isinstance(blockers, list) else "unknown"
+    if after.get("new_database") is True:
+        verdict = "new database"
+    elif after.get("check_passed") is True:
+        verdict = "rollout check passed"
+    elif isinstance(after.get("override"), str):
+        verdict = f"rollout check overridden ({after['override']}): {missing}"
+    else:
+        verdict = "the record of its rollout check is unreadable"
     return f"released (revision {after.get('revision')}): the flag retired, the sync always on; {verdict}"
 
 

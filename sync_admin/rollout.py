@@ -159,7 +159,10 @@ def _duration_line(flag: flags.Flag, period: Period, min_hours: float) -> Line:
 def _what_ended(event: dict[str, Any]) -> str:
     """What an event that left the flag not on for everyone did: pulled the kill switch, took the everyone gate
     away, deleted the row, or only changed the rollout before everyone (a percentage, actors)."""
-    before, after = event.get("before") or {}, event.get("after") or {}
+    before = event.get("before") if isinstance(event.get("before"), dict) else {}
+    after = event.get("after") if isinstance(event.get("after"), dict) else {}
+    if event["operation"] == "RELEASE":
+        return "release"
     if event["operation"] == "DELETE" or not after:
         return "flag deleted"
     if before.get("enabled") and not after.get("enabled"):

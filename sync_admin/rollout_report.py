@@ -4,7 +4,8 @@
 The items: every environment before the target enabled and verified (on for everyone, its rollout check passes);
 then on the target (production): testing customers (the first actor added), incremental rollout (the first
 percentage above 0), global (on for everyone), verification day (its rollout check passes) and release (the flag
-retired by `sync-admin release`). A released flag has no row any more: the items read its history and its release.
+retired by the release, revision 0013: `sync-admin db upgrade`). A released flag has no row any more: the items
+read its history and its release.
 """
 
 from __future__ import annotations

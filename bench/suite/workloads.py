@@ -132,7 +132,7 @@ BULK = {
 }
 
 
-def _pgbench(name: str, title: str, a: Side, b: Side, target: float, at_least: bool = True) -> Scenario:
+def _pgbench(name: str, title: str, a: Side, b: Side, target: float | None, at_least: bool = True) -> Scenario:
     return Scenario(name, "pgbench", title, a, b, target, at_least)
 
 
@@ -198,20 +198,21 @@ SCENARIOS = (
         1.3,
     ),
     # After the release (revision 0013): the sync always on, no flag read (issue 13), against the same statements
-    # with the flag on for everyone before the release, and against the baselines of issue 7.
+    # with the flag on for everyone before the release (reported: what the release saves), and against the
+    # baselines of issue 7 with their targets.
     _pgbench(
         "released_update_vs_flag_on",
         "released: single-row update changing zuora_account_id: TPS / flag on for everyone before the release",
         Side("released", None, "update_zuora", "released"),
         Side("sync", "everyone", "update_zuora", "sync, flag on"),
-        1.0,
+        None,
     ),
     _pgbench(
         "released_insert_vs_flag_on",
         "released: insert of a customer with an account: TPS / flag on for everyone before the release",
         Side("released", None, "insert_account", "released"),
         Side("sync", "everyone", "insert_account", "sync, flag on"),
-        1.0,
+        None,
     ),
     _pgbench(
         "released_update_vs_app",
@@ -239,14 +240,14 @@ SCENARIOS = (
         "released: one UPDATE changing the account of every bulk row: time / flag on before the release",
         Side("released", None, "sync_update", "released"),
         Side("sync", "everyone", "sync_update", "sync, flag on"),
-        1.0,
+        None,
     ),
     _bulk(
         "released_bulk_insert_vs_flag_on",
         "released: one INSERT ... SELECT of bulk rows: time / flag on before the release",
         Side("released", None, "sync_insert", "released"),
         Side("sync", "everyone", "sync_insert", "sync, flag on"),
-        1.0,
+        None,
     ),
     _bulk(
         "released_bulk_update",

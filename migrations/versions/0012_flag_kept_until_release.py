@@ -10,8 +10,9 @@ Create Date: 2026-11-30
   takes SHARE ROW EXCLUSIVE on feature_flags (flag changes wait; customer writes, which only read it, do not).
 * billing_sync.release_blockers(flag, min_hours): what stands between the flag and its release, one line each (the
   conditions of `sync-admin rollout check`); the release revision (0013) refuses to run while it returns anything.
-* The audit log's operation check admits RELEASE and RESTORE (the release's record and its downgrade's), swapped
-  NOT VALID and validated in a second statement (SHARE UPDATE EXCLUSIVE: flag changes do not wait for the scan).
+* The audit log's operation check admits RELEASE and RESTORE (the release's record and its downgrade's): swapped in
+  one statement under ACCESS EXCLUSIVE on feature_flag_events, taken with retries; the table has a row per flag
+  change (hundreds), so its validation takes a millisecond.
 
 Downgrading drops the trigger and the function, and puts the check back; a database that was released once keeps
 its RELEASE and RESTORE records (history is never deleted), so there the old check is left NOT VALID.
@@ -64,7 +65,6 @@ def upgrade() -> None:
         execute(stamp_trigger_sql("billing_sync.feature_flags", "billing_sync_forbid_retirement"))
     with lock_retries("billing_sync.feature_flag_events", mode="ACCESS EXCLUSIVE"):
         run_sql_file("tables/feature_flag_events_v2_release.sql")
-    execute(f"ALTER TABLE billing_sync.feature_flag_events VALIDATE CONSTRAINT {OPERATION_CHECK}")
 
 
 def downgrade() -> None:

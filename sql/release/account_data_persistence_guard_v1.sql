@@ -10,7 +10,8 @@
 --   billing_sync.release_override   a reason: release although the rollout is not complete. Recorded, with what
 --                                   was missing, in the release's audit record;
 --   billing_sync.actor, billing_sync.reason  who releases and why, as for every flag change.
--- The verdict goes to the transaction-local setting billing_sync.release_verdict for the release's audit record.
+-- The verdict goes to the transaction-local setting billing_sync.release_verdict for the release's audit record,
+-- with the snapshot the check read (account_data_persistence_retire_v1.sql checks again what committed after it).
 -- It reads only (no lock beyond ACCESS SHARE): it runs before the revision takes any lock, as long as a verify.
 DO $guard$
 DECLARE
@@ -20,9 +21,11 @@ DECLARE
     new_database boolean;
     blockers text[];
 BEGIN
-    IF min_hours_text !~ '^[0-9]+(\.[0-9]+)?$' THEN
+    -- A number of hours from 0 to 87600 (ten years), with at most 6 decimals: anything else is refused here, in
+    -- one line, rather than recorded (every command reads the record back).
+    IF min_hours_text !~ '^[0-9]{1,5}(\.[0-9]{1,6})?$' OR min_hours_text::numeric > 87600 THEN
         RAISE EXCEPTION 'release of account_data_persistence refused: billing_sync.release_min_hours is %, '
-                        'not a number of hours', pg_catalog.quote_literal(pg_catalog."left"(min_hours_text, 40))
+                        'not a number of hours from 0 to 87600', pg_catalog.quote_literal(pg_catalog."left"(min_hours_text, 40))
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     min_hours := min_hours_text::numeric;
@@ -47,6 +50,8 @@ BEGIN
         'check_passed', pg_catalog.cardinality(blockers) = 0,
         'blockers', pg_catalog.to_jsonb(blockers),
         'override', override,
-        'checked_at', pg_catalog.statement_timestamp())::text, true);
+        'checked_at', pg_catalog.statement_timestamp(),
+        -- What the check saw: the release refuses, under its lock, if a flag change or a skip committed since.
+        'snapshot', pg_catalog.pg_current_snapshot()::text)::text, true);
 END;
 $guard$;

@@ -10,19 +10,38 @@ DECLARE
     flag_row jsonb;
     actor_rows jsonb;
     verdict jsonb;
+    seen pg_catalog.pg_snapshot;
+    changes bigint;
+    skips bigint;
 BEGIN
     SELECT pg_catalog.to_jsonb(f) INTO flag_row
     FROM billing_sync.feature_flags f WHERE f.name = 'account_data_persistence';
     verdict := pg_catalog.current_setting('billing_sync.release_verdict')::jsonb;
-    -- The guard ran before this revision locked the flag tables: a change since then (the kill switch pulled, the
-    -- everyone gate removed) is seen here, under the lock, and refuses the release as the guard would have. Not
-    -- for a new database or an override: the guard let those through whatever the flag's state.
-    IF (verdict ->> 'check_passed')::boolean AND NOT (verdict ->> 'new_database')::boolean
-       AND NOT coalesce((flag_row ->> 'enabled')::boolean AND (flag_row ->> 'everyone')::boolean, false) THEN
-        RAISE EXCEPTION 'release of account_data_persistence refused, the rollout is not complete: the flag changed '
-                        'while the release ran (it is not on for everyone any more). sync-admin rollout check shows '
-                        'the evidence'
-            USING ERRCODE = 'object_not_in_prerequisite_state';
+    seen := (verdict ->> 'snapshot')::pg_catalog.pg_snapshot;
+    -- The guard's check ran before this revision locked customers and the flag tables (the check reads for as long
+    -- as a verify, the lock may take minutes of retries). What committed since, invisible to the check, is looked
+    -- at here, under the lock, where nothing else can commit any more: a change of the flag (a kill switch pulled,
+    -- even if resumed: the verification period starts again) or a skip (anything but account_contended, which the
+    -- repair does). Either refuses the release as the check would have. Not for a new database or an override:
+    -- the guard let those through whatever happened. (sync_events is read through its transaction_id index; the
+    -- flag's audit events are few.)
+    IF (verdict ->> 'check_passed')::boolean AND NOT (verdict ->> 'new_database')::boolean THEN
+        SELECT count(*) INTO changes
+        FROM billing_sync.feature_flag_events e
+        WHERE e.flag_name = 'account_data_persistence'
+          AND e.transaction_id >= pg_catalog.pg_snapshot_xmin(seen)::text::bigint
+          AND NOT pg_catalog.pg_visible_in_snapshot(e.transaction_id::text::xid8, seen);
+        SELECT count(*) INTO skips
+        FROM billing_sync.sync_events e
+        WHERE e.transaction_id >= pg_catalog.pg_snapshot_xmin(seen)::text::bigint
+          AND NOT pg_catalog.pg_visible_in_snapshot(e.transaction_id::text::xid8, seen)
+          AND e.reason <> 'account_contended';
+        IF changes > 0 OR skips > 0 THEN
+            RAISE EXCEPTION 'release of account_data_persistence refused, the rollout is not complete: while the '
+                            'release waited for its lock, % flag change(s) and % sync skip(s) committed that its check '
+                            'did not see. sync-admin rollout check shows the evidence', changes, skips
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
     END IF;
     SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('customer_id', a.customer_id,
                                                                        'created_at', a.created_at)
