@@ -337,13 +337,12 @@ def wait_until_waiting_for_customers(observer: psycopg.Connection, process: subp
     raise AssertionError("the release never asked for its lock on customers")
 
 
-def test_a_kill_switch_pulled_while_the_release_waits_for_its_lock_stops_the_release(
-    conn, connect, capsys, db_url, complete
-):
-    """The guard passed, then (while the release retries its lock on customers behind a long transaction) the kill
-    switch is pulled: the kill switch is not held up, and the release, seeing it under its lock, refuses."""
+def release_while_held(conn, connect, db_url: str, customer: int, meanwhile) -> tuple[int, str]:
+    """Run `sync-admin db upgrade` while another transaction holds a customer row (ROW EXCLUSIVE on customers, so
+    the release's lock retries wait); once the release waits for its lock, run MEANWHILE(), then let go.
+    The release's exit code and stderr."""
     holder = connect(autocommit=False)
-    holder.execute("UPDATE public.customers SET email = email WHERE id = %s", (complete[0],))  # ROW EXCLUSIVE held
+    holder.execute("UPDATE public.customers SET email = email WHERE id = %s", (customer,))
     process = subprocess.Popen(
         [sys.executable, "-m", "sync_admin.cli", "--database-url", db_url, "db", "upgrade"],
         stdout=subprocess.PIPE,
@@ -352,14 +351,27 @@ def test_a_kill_switch_pulled_while_the_release_waits_for_its_lock_stops_the_rel
     )
     try:
         wait_until_waiting_for_customers(conn, process)
-        code, _, err = run_cli(capsys, db_url, "flag", "disable", FLAG, "--reason", "INC-8")
-        assert (code, err) == (0, "")
+        meanwhile()
         holder.rollback()
         _, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 1
+    return process.returncode, err
+
+
+def test_a_kill_switch_pulled_while_the_release_waits_for_its_lock_stops_the_release(
+    conn, connect, capsys, db_url, complete
+):
+    """The guard passed, then (while the release retries its lock on customers behind a long transaction) the kill
+    switch is pulled: the kill switch is not held up, and the release, seeing it under its lock, refuses."""
+
+    def pull() -> None:
+        code, _, err = run_cli(capsys, db_url, "flag", "disable", FLAG, "--reason", "INC-8")
+        assert (code, err) == (0, "")  # at once: the release holds no lock of the flag tables while it retries
+
+    code, err = release_while_held(conn, connect, db_url, complete[0], pull)
+    assert code == 1
     assert "1 flag change(s) and 0 sync skip(s) committed that its check did not see" in err
     assert revision(conn) == release.PRE_RELEASE_REVISION
     assert flags.get_flag(conn, FLAG).pulled
@@ -389,24 +401,13 @@ def test_a_kill_switch_pulled_and_resumed_while_the_release_waits_still_stops_it
 ):
     """Pulled and resumed before the release gets its lock: the flag is on for everyone again, but its verification
     period started over, so the release (which sees what committed after its check) refuses."""
-    holder = connect(autocommit=False)
-    holder.execute("UPDATE public.customers SET email = email WHERE id = %s", (complete[0],))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sync_admin.cli", "--database-url", db_url, "db", "upgrade"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_until_waiting_for_customers(conn, process)
+
+    def pull_and_resume() -> None:
         assert run_cli(capsys, db_url, "flag", "disable", FLAG, "--reason", "INC-8")[0] == 0
         assert run_cli(capsys, db_url, "flag", "resume", FLAG, "--reason", "INC-8 over")[0] == 0
-        holder.rollback()
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 1
+
+    code, err = release_while_held(conn, connect, db_url, complete[0], pull_and_resume)
+    assert code == 1
     assert "2 flag change(s) and 0 sync skip(s) committed that its check did not see" in err
     assert revision(conn) == release.PRE_RELEASE_REVISION
 
@@ -522,24 +523,11 @@ def test_after_the_rollback_of_a_release_the_rollout_check_names_the_release(con
     assert "last release event" in out and "kill-switch event" not in out.split("last release event")[1][:40]
 
 
-def test_a_skip_recorded_while_the_release_waits_stops_it(conn, connect, capsys, db_url, complete):
-    holder = connect(autocommit=False)
-    holder.execute("UPDATE public.customers SET email = email WHERE id = %s", (complete[0],))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sync_admin.cli", "--database-url", db_url, "db", "upgrade"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_until_waiting_for_customers(conn, process)
-        writer = connect()
-        insert_customer(writer, "not an account!", "late@example.com")  # waits at most one attempt of the release
-        holder.rollback()
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 1
+def test_a_skip_recorded_while_the_release_waits_stops_it(conn, connect, db_url, complete):
+    def skip() -> None:
+        insert_customer(connect(), "not an account!", "late@example.com")  # waits one lock attempt at most
+
+    code, err = release_while_held(conn, connect, db_url, complete[0], skip)
+    assert code == 1
     assert "0 flag change(s) and 1 sync skip(s) committed that its check did not see" in err
     assert revision(conn) == release.PRE_RELEASE_REVISION
