@@ -216,6 +216,16 @@ def test_after_the_release_every_command_says_so(conn, capsys, db_url, complete)
     assert code == 0 and "flag released" in out
     code, out, _ = run_cli(capsys, db_url, "verify", "--format", "json")
     assert code == 0 and json.loads(out)["clean"] is True
+    # The repair works on: a customer written under snapshot isolation (deferred to the repair) is synced by heal.
+    with psycopg.connect(db_url, autocommit=False) as app:
+        app.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        app.execute("UPDATE public.customers SET zuora_account_id = 'RR1' WHERE id = %s", (complete[3],))
+    assert [customer for customer, _ in conn.execute("SELECT customer_id, reason FROM billing_sync.sync_repairs")] == [
+        complete[3]
+    ]
+    code, out, err = run_cli(capsys, db_url, "heal", "--once")
+    assert (code, err) == (0, ""), err
+    assert (complete[3], "RR1") in memberships(conn)
 
 
 def test_the_override_releases_an_unfinished_rollout_and_records_what_was_missing(conn, capsys, db_url):
