@@ -153,9 +153,11 @@ class Watcher:
                 self.reporter.report_overflow(transaction_id, reasons)
 
     def show(self, event: events.SkipEvent, *, to_sentry: bool) -> None:
-        self.emit(skip_line(event))
+        # Counted before printed: a Ctrl-C that lands just after the line (a reader may act on it at once) must not
+        # leave a printed skip out of the final "stopped; N skips seen".
         self.interval[event.reason] += 1
         self.total[event.reason] += 1
+        self.emit(skip_line(event))
         if to_sentry and self.reporter is not None:
             self.reporter.report(event)
 

@@ -54,6 +54,27 @@ def database_factory(conn: psycopg.Connection, db_url: str, template: str) -> It
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def password_to_pgpass(url: str, monkeypatch, directory: Path) -> str:
+    """URL without its password, the password (if it has one: the suite's server in CI asks for one) in a .pgpass
+    that PGPASSFILE names, as an operator keeps passwords out of the configuration. Returns the URL to write."""
+    params = conninfo.conninfo_to_dict(db.libpq_url(url))
+    password = params.pop("password", None)
+    if password:
+        path = directory / "pgpass"
+        fields = [str(params.get("host") or "localhost"), str(params.get("port") or 5432), "*", str(params["user"])]
+        escaped = [value.replace("\\", "\\\\").replace(":", "\\:") for value in [*fields, str(password)]]
+        with path.open("a") as file:
+            file.write(":".join(escaped) + "\n")
+        path.chmod(0o600)
+        monkeypatch.setenv("PGPASSFILE", str(path))
+    return db.make_url(
+        host=str(params.get("host") or "localhost"),
+        port=int(params.get("port") or 5432),
+        user=str(params["user"]),
+        dbname=str(params["dbname"]),
+    )
+
+
 def service_file(path: Path, services: dict[str, str]) -> Path:
     """A pg_service.conf with one section per service, each the parameters of a URL (without its password)."""
     sections = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from envtools import isolate, service_file, user_file, write
+from envtools import isolate, password_to_pgpass, service_file, user_file, write
 from helpers import FLAG, run_cli
 from psycopg import conninfo
 
@@ -188,7 +188,8 @@ def test_url_env_masks_the_password_of_the_variable(project, capsys, monkeypatch
 
 def test_service_connects_through_pg_service_conf(project, tmp_path, capsys, conn, db_url, monkeypatch):
     """libpq reads the service's parameters; no URL or password is in sync-admin's configuration at all."""
-    monkeypatch.setenv("PGSERVICEFILE", str(service_file(tmp_path / "pg_service.conf", {"billing_staging": db_url})))
+    url = password_to_pgpass(db_url, monkeypatch, tmp_path)  # a server that asks for one: the password in .pgpass
+    monkeypatch.setenv("PGSERVICEFILE", str(service_file(tmp_path / "pg_service.conf", {"billing_staging": url})))
     write(project / "sync-admin.toml", '[environments.staging]\nservice = "billing_staging"\n')
 
     code, out, err = run_cli(capsys, None, "--env", "staging", "flag", "enable", FLAG, "--everyone", "--by", "sam")
@@ -207,10 +208,10 @@ def test_service_connects_through_pg_service_conf(project, tmp_path, capsys, con
     assert "no_such_service" in line
 
 
-def test_a_url_without_password_in_the_file_is_used(project, capsys, db_url):
-    params = conninfo.conninfo_to_dict(db_url)
-    assert not params.get("password")  # the suite's superuser needs none
-    write(project / "sync-admin.toml", f'[environments.dev]\nurl = "{db_url}"\n')
+def test_a_url_without_password_in_the_file_is_used(project, tmp_path, capsys, db_url, monkeypatch):
+    url = password_to_pgpass(db_url, monkeypatch, tmp_path)  # a server that asks for one: the password in .pgpass
+    assert not conninfo.conninfo_to_dict(url).get("password")
+    write(project / "sync-admin.toml", f'[environments.dev]\nurl = "{url}"\n')
     code, out, err = run_cli(capsys, None, "--env", "dev", "flag", "list")
     assert (code, err) == (0, "") and FLAG in out
 

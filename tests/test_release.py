@@ -19,7 +19,8 @@ import time
 import psycopg
 import pytest
 from helpers import FLAG, insert_customer, memberships, run_cli
-from pgtools import fresh_database, pg_program, psql, server_major
+from pgtools import fresh_database, psql, server_major
+from test_doctor import run_fixes
 
 from sync_admin import flags, migrate, migration_ops, release, resources, rollout
 
@@ -398,9 +399,7 @@ def test_a_row_created_by_hand_after_the_release_is_not_a_flag_again(conn, capsy
     assert (customer, "R1") in memberships(conn)
     code, out, _ = run_cli(capsys, db_url, "doctor")
     assert code == 0 and "WARN  flag account_data_persistence" in out and "nothing reads it" in out
-    fix = next(line.split("fix: ", 1)[1] for line in out.splitlines() if "fix: " in line and "DELETE" in line)
-    done = subprocess.run(fix.replace("psql", pg_program("psql", server_major(conn)), 1), shell=True, check=False)
-    assert done.returncode == 0
+    run_fixes(out.splitlines(), db_url)  # as printed, in a shell, as an operator would
     assert conn.execute("SELECT count(*) FROM billing_sync.feature_flags").fetchone() == (0,)
     code, out, _ = run_cli(capsys, db_url, "doctor")
     assert code == 0 and "WARN" not in out

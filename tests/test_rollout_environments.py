@@ -13,9 +13,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from envtools import database_factory, days_pass, isolate, service_file, write
+from envtools import database_factory, days_pass, isolate, password_to_pgpass, service_file, write
 from helpers import FLAG, run_cli
 from pgtools import fresh_database
+
+from sync_admin import db
 
 SECRET = "Sw0rdf1sh-7171"
 UNREACHABLE = f"postgresql://u:{SECRET}@127.0.0.1:1/x"
@@ -43,7 +45,8 @@ def envs(project, tmp_path, conn, db_url, postgresql_noproc, monkeypatch):
     with database_factory(conn, db_url, postgresql_noproc.template_dbname) as make:
         urls = {"staging": make("staging"), "production": make("production")}
         monkeypatch.setenv("STAGING_DATABASE_URL", urls["staging"])
-        services = service_file(tmp_path / "pg_service.conf", {"billing_production": urls["production"]})
+        production = password_to_pgpass(urls["production"], monkeypatch, tmp_path)  # a server that asks for one
+        services = service_file(tmp_path / "pg_service.conf", {"billing_production": production})
         monkeypatch.setenv("PGSERVICEFILE", str(services))
         write(project / "sync-admin.toml", CONFIG)
         yield urls
@@ -105,7 +108,7 @@ def test_status_shows_every_environment_side_by_side(envs, capsys, project, monk
 
     [staging, production] = json.loads(ok(capsys, "rollout", "status", "--format", "json"))
     assert staging["environment"] == "staging" and staging["reachable"] is True
-    assert staging["source"] == f"$STAGING_DATABASE_URL = {envs['staging']}"
+    assert staging["source"] == f"$STAGING_DATABASE_URL = {db.mask(envs['staging'])}"  # its password masked
     assert staging["state"] == "ON for everyone (4 customers)"
     assert staging["drift"]["clean"] is False and staging["drift"]["missing_membership"] == 1
     assert staging["skips"]["events"] == 1 and staging["skips"]["reasons"][0]["reason"] == "not_an_account"
