@@ -106,3 +106,41 @@ def repair(conn: psycopg.Connection) -> int:
 def queued(conn: psycopg.Connection) -> list[tuple[int, str]]:
     """The repair queue: (customer id, reason), in order."""
     return conn.execute("SELECT customer_id, reason FROM billing_sync.sync_repairs ORDER BY id").fetchall()
+
+
+# --- transaction ids ----------------------------------------------------------------------------
+
+# The xids between %(since)s and %(upto)s (exclusive; upto is an xid another session assigned after the work) that
+# the current transaction assigned, its own and its subtransactions', counted from inside it before it ends: in
+# progress, and not listed by its snapshot as another session's (every xid below upto that another session still
+# runs is: upto had completed when the snapshot was taken). A difference of the global counter would count every
+# other session's xids as well, and on a shared server (TEST_DATABASE_URL, with pytest-xdist's other workers) there
+# are many.
+OWN_XIDS = """
+SELECT count(*)
+FROM pg_current_snapshot() AS s, generate_series(%(since)s::bigint + 1, %(upto)s::bigint - 1) AS x
+WHERE pg_xact_status(x::text::xid8) = 'in progress'
+  AND x::text::xid8 NOT IN (SELECT pg_snapshot_xip(s))
+"""
+
+
+def next_xid(conn: psycopg.Connection) -> int:
+    """Assign and return a transaction id in a transaction of its own (conn is autocommit)."""
+    return int(conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
+
+
+def own_xids(session: psycopg.Connection, observer: psycopg.Connection, since: int) -> int:
+    """How many transaction ids SESSION's open transaction has assigned after the xid SINCE (OBSERVER: another
+    session, autocommit)."""
+    upto = next_xid(observer)
+    return session.execute(OWN_XIDS, {"since": since, "upto": upto}).fetchone()[0]
+
+
+def xids_used_by(conn: psycopg.Connection, statement: str) -> int:
+    """The transaction ids STATEMENT assigns, run in a transaction of its own on CONN (autocommit)."""
+    info = conn.info
+    with psycopg.connect(**info.get_parameters(), password=info.password, autocommit=True) as observer:
+        since = next_xid(conn)
+        with conn.transaction():
+            conn.execute(statement)
+            return own_xids(conn, observer, since)

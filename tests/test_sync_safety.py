@@ -11,7 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
-from helpers import accounts, flag_off, flag_on, insert_customer, memberships, outcome, queued, repair, session
+from helpers import (
+    accounts,
+    flag_off,
+    flag_on,
+    insert_customer,
+    memberships,
+    outcome,
+    queued,
+    repair,
+    session,
+    xids_used_by,
+)
 from psycopg import errors, sql
 
 ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -105,17 +116,6 @@ def test_no_value_makes_a_bulk_statement_fail(conn):
 
 ROWS = 5_000
 XID_BUDGET = 20  # a handful per statement; one per row would be ~5,000
-
-
-def next_xid(conn: psycopg.Connection) -> int:
-    """Assign and return a transaction id in a transaction of its own (conn is autocommit)."""
-    return int(conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
-
-
-def xids_used_by(conn: psycopg.Connection, statement: str) -> int:
-    before = next_xid(conn)
-    conn.execute(statement)
-    return next_xid(conn) - before - 1
 
 
 def test_the_measurement_counts_one_xid_per_subtransaction(conn):
