@@ -768,6 +768,127 @@ def doctor_command(settings: Settings, fmt: str) -> None:
         raise CheckFailed(f"doctor: {len(report.failed)} of {len(report.checks)} checks failed")
 
 
+# --- unleash: the database flag follows its Unleash flag (issue 14) -------------------------------
+# Imported in the commands: without an Unleash configuration nothing of the bridge loads.
+
+UNLEASH_TIMEOUT = click.option(
+    "--timeout",
+    type=FiniteFloatRange(min=0.1, max=120),
+    default=5,
+    show_default=True,
+    metavar="SECONDS",
+    help="The longest one request to Unleash may take, from connecting to the last byte.",
+)
+
+
+@cli.group("unleash")
+def unleash_group() -> None:
+    """The database flag follows its Unleash flag: sync-admin --env NAME unleash ... (README: Unleash).
+
+    Exit codes: 0 the database follows Unleash; 2 configuration; 3 the database cannot be reached; 4 Unleash
+    cannot be read (nothing changed); 5 Unleash's flag cannot be represented or is not served (nothing applied but
+    an off); 6 a kill switch pulled in the database conflicts with Unleash (nothing applied); 7 the flag was
+    released."""
+
+
+@unleash_group.command("sync")
+@click.option("--dry-run", is_flag=True, help="Print the change it would make; change nothing.")
+@click.option("--format", "fmt", type=TEXT_OR_JSON, default="text", show_default=True)
+@UNLEASH_TIMEOUT
+@pass_settings
+def unleash_sync(settings: Settings, dry_run: bool, fmt: str, timeout: float) -> None:
+    """Read the flag from Unleash once and apply it to the database in one audited transaction."""
+    from sync_admin import unleash_bridge, unleash_config, unleash_follow
+
+    config = unleash_config.for_environment(settings.env)
+    outcome = unleash_follow.sync_once(config, settings.url(), dry_run=dry_run, timeout=timeout)
+    if fmt == "json":
+        click.echo(render.to_json(unleash_bridge.as_json(outcome)))
+    else:
+        for line in outcome.lines():
+            _line(line)
+    failure = outcome.plan.failure()
+    if failure is not None:
+        raise failure
+
+
+@unleash_group.command("follow")
+@click.option(
+    "--interval",
+    type=FiniteFloatRange(min=0.1),
+    default=5,
+    show_default=True,
+    metavar="SECONDS",
+    help="Poll Unleash this often (an unchanged flag costs a 304).",
+)
+@click.option(
+    "--max-backoff",
+    type=FiniteFloatRange(min=0.1),
+    default=60,
+    show_default=True,
+    metavar="SECONDS",
+    help="The longest wait between tries while Unleash or the database cannot be reached.",
+)
+@click.option(
+    "--remind",
+    type=FiniteFloatRange(min=1),
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="Repeat a standing conflict or refusal this often.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the changes it would make; change nothing.")
+@UNLEASH_TIMEOUT
+@pass_settings
+def unleash_follow_command(
+    settings: Settings, interval: float, max_backoff: float, remind: float, dry_run: bool, timeout: float
+) -> None:
+    """The long-running bridge: apply every change of the Unleash flag, within one interval (SENTRY_DSN: report
+    conflicts and refusals there). Ctrl-C or SIGTERM stops it; the release of the flag ends it (exit 7)."""
+    from sync_admin import unleash_config, unleash_follow
+
+    config = unleash_config.for_environment(settings.env)
+    options = unleash_follow.Options(interval, max_backoff, timeout, remind, dry_run)
+    unleash_follow.follow(config, settings.url(), options, _line, _warn)
+
+
+@unleash_group.command("resolve")
+@click.option(
+    "--accept-unleash",
+    "choice",
+    flag_value="accept",
+    help="Switch the flag on in the database as Unleash says (releases the local kill switch).",
+)
+@click.option(
+    "--keep-local",
+    "choice",
+    flag_value="keep",
+    help="Keep the kill switch pulled and switch the flag off in Unleash too (needs admin_token_env).",
+)
+@_change_options
+@UNLEASH_TIMEOUT
+@pass_settings
+def unleash_resolve(
+    settings: Settings, choice: str | None, reason: str | None, actor: str | None, timeout: float
+) -> None:
+    """End a conflict: a kill switch pulled in the database while Unleash says on."""
+    from sync_admin import unleash_config, unleash_follow
+
+    if choice is None:
+        raise BadInput("say how to resolve it: --accept-unleash or --keep-local; nothing changed")
+    config = unleash_config.for_environment(settings.env)
+    lines = unleash_follow.resolve_conflict(
+        config,
+        settings.url(),
+        accept=choice == "accept",
+        actor=actor or flags.default_actor(),
+        reason=reason,
+        timeout=timeout,
+    )
+    for line in lines:
+        _line(line)
+
+
 # --- plumbing -----------------------------------------------------------------------------------
 
 

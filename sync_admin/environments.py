@@ -20,6 +20,9 @@ one of three ways, none of which puts a password in the file (passwords belong i
     [rollout]
     order = ["staging", "production"]     # default: the order of the [environments.*] tables
 
+An environment may also carry a table of settings that another module reads and checks itself, when it is used:
+`[environments.production.unleash]` (sync_admin/unleash_config.py, the Unleash bridge).
+
 Everything wrong in a file is one line (BadInput, exit 2) naming the file and the key.
 """
 
@@ -29,7 +32,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,6 +49,8 @@ USER_FILE = Path("sync-admin") / "config.toml"
 DEFAULT = "default"
 
 SOURCES = ("url_env", "service", "url")
+# Tables of an environment that belong to another module, which validates them when it is used (unleash_config).
+SECTIONS = ("unleash",)
 # Names show up in tables, issue checklists and shell commands: keep them plain.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _TOP_LEVEL = {"environments", "rollout"}
@@ -60,6 +65,8 @@ class Environment:
     kind: str
     value: str  # the variable's name, the service's name, or the URL itself
     file: Path | None  # where it is defined (None: given on the command line or by default)
+    # The environment's tables of SECTIONS, as read (validated by the module that uses them).
+    sections: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def key(self) -> str:
@@ -197,9 +204,12 @@ def _environment(path: Path, name: str, table: Any) -> Environment:
         raise BadInput(f"{path}: environment name {name!r}: letters, digits, _ and - only (up to 63)")
     if not isinstance(table, dict):
         raise BadInput(f"{key}: must be a table with one of {', '.join(SOURCES)}")
-    unknown = sorted(set(table) - set(SOURCES))
+    unknown = sorted(set(table) - set(SOURCES) - set(SECTIONS))
     if unknown:
-        raise BadInput(f"{key}.{unknown[0]}: unknown key (known: {', '.join(SOURCES)})")
+        raise BadInput(
+            f"{key}.{unknown[0]}: unknown key (known: {', '.join(SOURCES)}),"
+            f" and no table (known: {', '.join(SECTIONS)})"
+        )
     given_sources = [source for source in SOURCES if source in table]
     if len(given_sources) != 1:
         raise BadInput(f"{key}: give exactly one of {', '.join(SOURCES)} (found {len(given_sources)})")
@@ -210,7 +220,7 @@ def _environment(path: Path, name: str, table: Any) -> Environment:
     value = value.strip()
     if kind == "url":
         value = _url_without_password(f"{key}.url", value)
-    return Environment(name, kind, value, path)
+    return Environment(name, kind, value, path, {section: table[section] for section in SECTIONS if section in table})
 
 
 def _url_without_password(key: str, url: str) -> str:
