@@ -457,6 +457,13 @@ def test_the_follow_service_applies_changes_backs_off_while_unleash_is_down_and_
         operator.update_strategy(_strategy_id(operator), rollout(45))
         wait_until(lambda: state(conn) == (True, False, 45, []), "45 %")
 
+        conn.execute(  # the database drops the service's connection: it reconnects
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'sync-admin unleash' AND datname = current_database()"
+        )
+        service.wait_for(r"the database cannot be reached: .*; the database keeps its state; try 2", "err")
+        service.wait_for(r"answer again", "err")
+
         with psycopg.connect(db_url, autocommit=True) as person:  # a kill switch pulled by hand, SQL
             person.execute("UPDATE billing_sync.feature_flags SET enabled = false WHERE name = %s", (FLAG,))
         service.wait_for(r"conflict \(exit 6 for `unleash sync`\): the kill switch was pulled in the database", "err")
@@ -486,6 +493,15 @@ def test_the_follow_service_stops_with_exit_7_when_the_flag_is_released(conn, br
 
 
 # --- untrusted answers, errors, configuration --------------------------------------------------------------------
+
+
+def test_without_node_modules_the_fixture_fails_with_the_line_that_says_to_install(monkeypatch, tmp_path):
+    import unleash_server
+
+    monkeypatch.setattr(unleash_server, "PACKAGE", tmp_path / "node_modules" / "unleash-server" / "package.json")
+    assert unleash_server.missing_install() == (
+        "unleash-server is not installed: run `npm ci --prefix tests/unleash` (the Unleash tests use the real server)"
+    )
 
 
 class Misbehaving:
