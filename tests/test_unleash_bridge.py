@@ -203,6 +203,11 @@ def test_without_an_admin_token_the_audit_names_unleash_and_its_revision(
     assert sync(capsys)[0] == 0
     actor, reason, _ = last_audit(conn)
     assert actor == "unleash" and re.fullmatch(r"Unleash production: on: 40 % \(revision \d+\)", reason)
+    # --keep-local writes to Unleash, which takes the admin token: without one it says what to do by hand.
+    assert run_cli(capsys, db_url, "flag", "disable", FLAG, "--by", "alice")[0] == 0
+    code, _, err = run_cli(capsys, None, "--env", ENV, "unleash", "resolve", "--keep-local")
+    assert code == 2 and "needs an admin token (admin_token_env); or switch account_data_persistence off" in err
+    assert operator.environment_enabled() is True and state(conn)[0] is False
 
 
 def test_what_the_database_cannot_represent_is_refused_and_nothing_applied(conn, capsys, bridge, operator):
