@@ -783,7 +783,7 @@ UNLEASH_TIMEOUT = click.option(
 
 @cli.group("unleash")
 def unleash_group() -> None:
-    """The database flag follows its Unleash flag: sync-admin --env NAME unleash ... (README: Unleash).
+    """The database flag follows its Unleash flag: sync-admin --env NAME unleash ... (docs/unleash.md).
 
     Exit codes: 0 the database follows Unleash; 2 configuration; 3 the database cannot be reached; 4 Unleash
     cannot be read (nothing changed); 5 Unleash's flag cannot be represented or is not served (nothing applied but

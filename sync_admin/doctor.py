@@ -217,7 +217,7 @@ _MIRROR_STATE = """
 
 def check_application_privileges(conn: psycopg.Connection) -> Check:
     """The application's roles must not be able to create schemas in the database: a role that can create
-    billing_sync_enabled first owns the kill switch's mirror (README, "Roles and grants")."""
+    billing_sync_enabled first owns the kill switch's mirror (docs/operations.md, "Roles and grants")."""
     subject = f"database privileges of {APP_ROLE} and its members"
     rows = conn.execute(_APP_CREATORS, {"app": APP_ROLE}).fetchall()
     if not rows:

@@ -22,7 +22,7 @@ from sync_admin.errors import DatabaseUnavailable
 # The channel the sync functions send on, once per statement that recorded skips.
 CHANNEL = "billing_sync_skips"
 
-# Stable reason codes: alerts and dashboards key on them (README "Monitoring").
+# Stable reason codes: alerts and dashboards key on them (docs/runbook.md, "Monitoring").
 REASONS = {
     "not_an_account": "the value is not blank but is not an account (normalisation rule); treated as no account",
     "account_contended": "another transaction was creating the same new account; left to the next write or backfill",

@@ -1,6 +1,6 @@
 """The bridge: the database flag follows its Unleash flag, in one audited transaction per change.
 
-The rules (README "Unleash"):
+The rules (docs/unleash.md):
 
 * Unleash is the control plane. The gates (everyone, percentage, actors) follow Unleash's strategies; a gate
   changed in the database is put back at the next sync, and the report names whose change it replaces.

@@ -94,7 +94,7 @@ def for_environment(name: str | None) -> UnleashConfig:
         where = environment.file or "the configuration"
         raise BadInput(
             f"{where}: environment {name!r} has no [environments.{name}.unleash] table: it does not follow Unleash"
-            " (README: Unleash)"
+            " (docs/unleash.md)"
         )
     return parse(environment, environment.sections["unleash"])
 

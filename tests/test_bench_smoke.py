@@ -1,4 +1,4 @@
-"""The benchmark suite (`python -m bench`, README "Benchmarks") runs end to end with tiny sizes.
+"""The benchmark suite (`python -m bench`, docs/benchmarks.md) runs end to end with tiny sizes.
 
 Against the test server; one round of everything, 1-second pgbench runs, 2,000 customers. Only the outputs
 are checked (files exist, the JSON and the table are well-formed, every scenario measured): timings on a

@@ -311,7 +311,7 @@ def test_doctor_flags_a_repair_queue_nobody_repairs_and_its_fix_empties_it(conn,
 
 
 def test_doctor_warns_when_an_application_role_can_create_schemas(conn, capsys, db_url):
-    """The application's roles must not have CREATE on the database (README, roles): a warning with its fix."""
+    """The application's roles must not have CREATE on the database (docs/operations.md): a warning with its fix."""
     database = conn.info.dbname
     conn.execute("CREATE ROLE portal_creates LOGIN IN ROLE billing_sync_app")
     try:

@@ -317,7 +317,7 @@ ADMIN_COMMANDS = {
 
 @pytest.mark.parametrize("command", ADMIN_COMMANDS, ids=list(ADMIN_COMMANDS))
 def test_every_rollout_and_monitoring_command_works_for_the_admin_role(conn, as_role, capsys, command):
-    """Tested as a non-superuser login that is a member of billing_sync_admin, as the README tells people to."""
+    """Tested as a non-superuser login that is a member of billing_sync_admin, as docs/operations.md tells people to."""
     flag_on(conn)
     customer = conn.execute(
         "INSERT INTO public.customers (email, zuora_account_id) VALUES ('a@example.com', 'A-1') RETURNING id"

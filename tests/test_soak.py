@@ -11,7 +11,7 @@ SOAK_SECONDS (45 by default) of churn in three bursts, on a real database with ~
   think times are a few milliseconds, so that a transaction often begins while the repair of the previous one
   runs;
 * a controller flips the flag for the first half of each burst (percentage 10/50/100, everyone on and off, the
-  kill switch off and back on) with the plain SQL of the README; the tail of the burst holds one state;
+  kill switch off and back on) with the plain SQL of docs/sql.md; the tail of the burst holds one state;
 * `sync-admin backfill` runs as a real process, half a second after each flag change and every 2 s otherwise;
   in a tail, one backfill that starts after its flag change must end (within the hang guard) beside the churn,
   and the churn goes on for at least 2 s after it with the repair alone;
@@ -69,7 +69,7 @@ LOCK_TIMEOUT = "10s"  # a writer waiting this long is stalled: the error is reco
 STATEMENT_TIMEOUT = "30s"
 POLL_SECONDS = 0.05
 # A backfill starts this long after a flag change: the transactions open at the change have ended by then
-# (a write whose statement read the old gates is synced by a backfill that starts after it, README).
+# (a write whose statement read the old gates is synced by a backfill that starts after it, docs/sql.md).
 BACKFILL_DELAY_SECONDS = 0.5
 BACKFILL_IDLE_SECONDS = 2.0
 HEAL_ONLY_SECONDS = 2.0  # at least this much churn after the tail's backfill, before the churn ends
@@ -320,7 +320,7 @@ class Writers:
 
 
 class FlagLog:
-    """The flag changes, with the plain SQL of the README; the backfill loop starts after each."""
+    """The flag changes, with the plain SQL of docs/sql.md; the backfill loop starts after each."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
@@ -632,7 +632,7 @@ def test_soak_writers_flag_flips_backfill_and_heal_fail_nothing_and_converge(con
                     stop_flips.set()
                     flipper.join(WAIT_LIMIT_SECONDS)
                     # The tail: one flag state, the writers still churning. A backfill that starts after the change
-                    # brings the customers it adds to the cohort (nothing else does: README, "When the cohort
+                    # brings the customers it adds to the cohort (nothing else does: docs/sql.md, "When the cohort
                     # changes"); after it, what the churn leaves is the repair's alone.
                     backfills.settling.set()
                     tails[burst]()

@@ -24,7 +24,7 @@ BLANKS = " \t\n\r\x0b\x0c"
 
 
 def derive(raw: str | None) -> str | None:
-    """The account a raw value stands for (README's rule, re-implemented), or None."""
+    """The account a raw value stands for (docs/concepts.md's rule, re-implemented), or None."""
     if raw is None:
         return None
     trimmed = raw.strip(BLANKS)
