@@ -76,3 +76,28 @@ def test_suite_writes_its_results(pg_server, tmp_path):
         assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
         assert not chart.exists()
+
+
+def test_the_floor_calibration_still_installs_over_head(pg_server, tmp_path):
+    """`--design floor` (bench/designs/floor, the calibration the flag-off figures are read against), as its
+    install.txt runs it."""
+    url = db.make_url(
+        host=pg_server.host,
+        port=pg_server.port,
+        user=pg_server.user,
+        password=pg_server.password,
+        dbname=pg_server.maintenance_dbname,
+    )
+    results = tmp_path / "results"
+    args = ["--database-url", url, "--results", str(results), "--prefix", f"bench_floor_{uuid.uuid4().hex[:8]}"]
+    args += ["--design", "floor", "--only", "flag_off_insert", "--only", "flag_off_update"]
+    args += ["--customers", "1000", "--bulk-rows", "1000", "--new-accounts", "10"]
+    args += ["--rounds", "1", "--bulk-rounds", "1", "--seconds", "1"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    document = json.loads((results / "results.json").read_text())
+    assert document["design"] == "floor"
+    assert {s["name"] for s in document["scenarios"]} == {"flag_off_insert", "flag_off_update"}
+    assert all(scenario["errors"] == [] for scenario in document["scenarios"])

@@ -5,7 +5,7 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-24
 
-What changes, measured by `python -m bench` (bench/designs/README.md has the study of the designs tried):
+What changes, measured by `python -m bench` (docs/benchmarks.md, "Design decisions": the designs tried):
 
 * The kill switch of account_data_persistence is mirrored into the existence of the empty schema
   billing_sync_enabled, kept by a statement trigger on billing_sync.feature_flags in the transaction of the
