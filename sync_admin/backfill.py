@@ -22,7 +22,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import class_row
 
-from sync_admin import defaults, flags, verify
+from sync_admin import defaults, flags, schema, verify
 from sync_admin.db import first_line, mask
 from sync_admin.errors import SyncAdminError
 
@@ -187,14 +187,14 @@ class Preview:
 
 def preview(conn: psycopg.Connection) -> Preview:
     """What a backfill would do, from one read-only drift check; changes nothing, takes no lock."""
-    verify.require_installed(conn)
+    schema.require_installed(conn)
     report = verify.check(conn, examples=0)
     return Preview(report, _unfinished_run(conn))
 
 
 def run(conn: psycopg.Connection, options: Options, on_progress: Callable[[Progress], None]) -> Result:
     """Run (or resume) a backfill on CONN, whose session holds the advisory lock until it closes."""
-    verify.require_installed(conn)
+    schema.require_installed(conn)
     # billing_sync.sync_customers works only under READ COMMITTED, whatever the database's default isolation.
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
     _lock(conn)

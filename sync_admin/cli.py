@@ -46,6 +46,7 @@ release = _lazy("sync_admin.release")
 reports = _lazy("sync_admin.reports")
 rollout = _lazy("sync_admin.rollout")
 rollout_status = _lazy("sync_admin.rollout_status")
+schema = _lazy("sync_admin.schema")
 server = _lazy("sync_admin.server")
 terminal = _lazy("sync_admin.terminal")
 verify = _lazy("sync_admin.verify")
@@ -637,7 +638,7 @@ def errors_command(settings: Settings, since: str, examples: int, fmt: str) -> N
 
     window = durations.parse(since, "--since")
     with _migrated(settings) as conn:
-        events.require_installed(conn)
+        schema.require_events(conn)
         summary = events.summary(conn, window, examples)
         done = release.released(conn)
     if fmt == "json":
@@ -664,7 +665,7 @@ def events_prune(settings: Settings, older_than: str, dry_run: bool) -> None:
 
     age = durations.parse(older_than, "--older-than")
     with _migrated(settings) as conn:
-        events.require_installed(conn)
+        schema.require_events(conn)
         result = events.prune(conn, age, dry_run=dry_run)
     click.echo(events_render.prune_line(result, age))
 
@@ -894,13 +895,7 @@ def unleash_resolve(
 
 def _migrated(settings: Settings) -> psycopg.Connection:
     """An autocommit connection to a migrated database (changes open their own transaction); exit 3 otherwise."""
-    conn = db.connect(settings.url(), autocommit=True)
-    try:
-        db.require_migrated(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return schema.migrated(db.connect(settings.url(), autocommit=True))
 
 
 class _StderrLog(logging.Handler):

@@ -259,10 +259,3 @@ def permission_denied(exc: BaseException) -> str | None:
         f"{first_line(original)}: this command needs a login role that is a member of {ADMIN_ROLE}"
         f" (GRANT {ADMIN_ROLE} TO <your role>, as the migration owner), or the migration owner itself"
     )
-
-
-def require_migrated(conn: psycopg.Connection) -> None:
-    """Exit 3 with the fix when the billing_sync schema is not installed."""
-    installed = conn.execute("SELECT to_regclass('billing_sync.feature_flags') IS NOT NULL").fetchone()
-    if not (installed and installed[0]):
-        raise DatabaseUnavailable("the database is not migrated; run `sync-admin db upgrade` first")

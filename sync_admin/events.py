@@ -17,8 +17,6 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from sync_admin.errors import DatabaseUnavailable
-
 # The channel the sync functions send on, once per statement that recorded skips.
 CHANNEL = "billing_sync_skips"
 
@@ -112,13 +110,6 @@ class PruneResult:
     cutoff: datetime
     deleted: int
     dry_run: bool
-
-
-def require_installed(conn: psycopg.Connection) -> None:
-    """Exit 3 with the fix when the database predates the events table (revision 0004)."""
-    row = conn.execute("SELECT to_regclass('billing_sync.sync_events') IS NOT NULL").fetchone()
-    if not (row and row[0]):
-        raise DatabaseUnavailable("billing_sync.sync_events is not installed; run `sync-admin db upgrade` first")
 
 
 def summary(conn: psycopg.Connection, since: timedelta, examples: int) -> Summary:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from sync_admin import db
+from sync_admin import db, schema
 from sync_admin.errors import CheckFailed, DatabaseUnavailable, SyncAdminError
 
 APPLICATION_NAME = "sync-admin heal"
@@ -166,7 +166,7 @@ class Healer:
     def connect(self) -> None:
         conn = _connect(self.url)
         try:
-            _require_installed(conn)
+            schema.require_repair_queue(conn)
             _lock(conn)
             conn.execute(f"LISTEN {CHANNEL}")
         except BaseException:
@@ -241,7 +241,7 @@ def heal_once(url: str, options: Options, max_seconds: float) -> Drained:
     """`sync-admin heal --once`: drain the queue; CheckFailed (exit 1) when customers are still held."""
     conn = _connect(url)
     try:
-        _require_installed(conn)
+        schema.require_repair_queue(conn)
         _lock(conn)
         result = drain(conn, options.batch_size, max_seconds)
     finally:
@@ -268,14 +268,6 @@ def _connect(url: str) -> psycopg.Connection:
     # billing_sync.repair_queued works only under READ COMMITTED, whatever the database's default isolation.
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
     return conn
-
-
-def _require_installed(conn: psycopg.Connection) -> None:
-    found = conn.execute("SELECT to_regprocedure('billing_sync.repair_queued(integer,bigint)') IS NOT NULL").fetchone()
-    if not (found and found[0]):
-        raise DatabaseUnavailable(
-            "the repair queue is not installed (below revision 0007); run `sync-admin db upgrade`"
-        )
 
 
 def _lock(conn: psycopg.Connection) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from sync_admin import defaults, flags, verify
+from sync_admin import defaults, flags, schema, verify
 
 DEFAULT_MIN_HOURS = defaults.ROLLOUT_MIN_HOURS
 EXAMPLES = 5
@@ -70,7 +70,7 @@ class Period:
 
 
 def check(conn: psycopg.Connection, min_hours: float = DEFAULT_MIN_HOURS) -> Checklist:
-    verify.require_installed(conn)
+    schema.require_installed(conn)
     name = flags.ACCOUNT_DATA_PERSISTENCE
     flag = flags.current_flag(conn, name)
     if flag.released is not None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
-from sync_admin import backfill, db, environments, events, flags, render, rollout, verify
+from sync_admin import backfill, db, environments, events, flags, render, rollout, schema, verify
 from sync_admin.errors import SyncAdminError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def visit(environment: environments.Environment, read: Callable[[psycopg.Connect
     """
     try:
         with db.connect(environment.url(), autocommit=True) as conn:
-            db.require_migrated(conn)
+            schema.require_migrated(conn)
             return read(conn)
     except SyncAdminError as exc:
         raise Unreachable(db.mask(str(exc))) from None

@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from sync_admin import db, flags, release
+from sync_admin import db, flags, release, schema
 from sync_admin.errors import BadInput, SyncAdminError
 from sync_admin.unleash import Reading, Source
 from sync_admin.unleash_mapping import Gates
@@ -317,13 +317,7 @@ def step(
 
 def connect(url: str) -> psycopg.Connection:
     """The bridge's connection: its application_name is how the audit log tells its changes from a person's."""
-    conn = db.connect_service(url, APPLICATION_NAME)
-    try:
-        db.require_migrated(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return schema.migrated(db.connect_service(url, APPLICATION_NAME))
 
 
 def require_not_released(conn: psycopg.Connection) -> None:

@@ -14,8 +14,7 @@ from typing import Any
 
 import psycopg
 
-from sync_admin import defaults, flags
-from sync_admin.errors import DatabaseUnavailable
+from sync_admin import defaults, flags, schema
 
 DEFAULT_EXAMPLES = defaults.VERIFY_EXAMPLES
 MAX_EXAMPLES = defaults.VERIFY_MAX_EXAMPLES
@@ -140,18 +139,9 @@ class Report:
         }
 
 
-def require_installed(conn: psycopg.Connection) -> None:
-    """Exit 3 with the fix when revision 0003 (backfill and drift check) is not installed."""
-    row = conn.execute("SELECT to_regclass('billing_sync.backfill_runs') IS NOT NULL").fetchone()
-    if not (row and row[0]):
-        raise DatabaseUnavailable(
-            "the database predates the backfill and drift check (revision 0003); run `sync-admin db upgrade` first"
-        )
-
-
 def check(conn: psycopg.Connection, examples: int = DEFAULT_EXAMPLES) -> Report:
     """The drift report, read-only, from one snapshot."""
-    require_installed(conn)
+    schema.require_installed(conn)
     outer = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
         if not outer:  # inside a caller's transaction, its snapshot rules

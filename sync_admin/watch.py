@@ -25,7 +25,7 @@ from types import FrameType
 
 import psycopg
 
-from sync_admin import db, events, release
+from sync_admin import db, events, release, schema
 from sync_admin.errors import DatabaseUnavailable
 from sync_admin.events_render import heartbeat_line, skip_line, timestamp
 from sync_admin.sentry import SentryReporter
@@ -71,7 +71,7 @@ class Watcher:
         """Connect and LISTEN; DatabaseUnavailable (exit 3) when the server or the events table is not there."""
         try:
             self.reader = db.connect_service(self.url, APPLICATION_NAME)
-            events.require_installed(self.reader)
+            schema.require_events(self.reader)
             self.listener = db.connect_service(self.url, APPLICATION_NAME)
             self.listener.execute(f"LISTEN {events.CHANNEL}")
             self.alive_at = events.server_now(self.reader)

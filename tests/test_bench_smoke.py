@@ -39,14 +39,18 @@ SCENARIOS = {
 }
 
 
-def test_suite_writes_its_results(pg_server, tmp_path):
-    url = db.make_url(
+def server_url(pg_server) -> str:
+    return db.make_url(
         host=pg_server.host,
         port=pg_server.port,
         user=pg_server.user,
         password=pg_server.password,
         dbname=pg_server.maintenance_dbname,
     )
+
+
+def test_suite_writes_its_results(pg_server, tmp_path):
+    url = server_url(pg_server)
     results = tmp_path / "results"
     args = ["--database-url", url, "--results", str(results), "--prefix", f"bench_smoke_{uuid.uuid4().hex[:8]}"]
     args += ["--customers", "2000", "--bulk-rows", "2000", "--new-accounts", "10"]
@@ -81,13 +85,7 @@ def test_suite_writes_its_results(pg_server, tmp_path):
 def test_the_floor_calibration_still_installs_over_head(pg_server, tmp_path):
     """`--design floor` (bench/designs/floor, the calibration the flag-off figures are read against), as its
     install.txt runs it."""
-    url = db.make_url(
-        host=pg_server.host,
-        port=pg_server.port,
-        user=pg_server.user,
-        password=pg_server.password,
-        dbname=pg_server.maintenance_dbname,
-    )
+    url = server_url(pg_server)
     results = tmp_path / "results"
     args = ["--database-url", url, "--results", str(results), "--prefix", f"bench_floor_{uuid.uuid4().hex[:8]}"]
     args += ["--design", "floor", "--only", "flag_off_insert", "--only", "flag_off_update"]

@@ -31,6 +31,7 @@ import click
 import psycopg
 import pytest
 from pgtools import fresh_database, pg_program, server_major
+from test_release import days_pass
 
 from sync_admin import cli
 
@@ -74,13 +75,6 @@ def blocks() -> list[Block]:
 BLOCKS = blocks()
 RUNNABLE = [block for block in BLOCKS if block.lang in RUN and "no-run" not in block.options]
 NO_RUN = [block for block in BLOCKS if "no-run" in block.options]
-
-
-def days_pass(conn: psycopg.Connection, hours: float) -> None:
-    conn.execute(
-        "UPDATE billing_sync.feature_flag_events SET occurred_at = occurred_at - make_interval(secs => %s)",
-        (hours * 3600,),
-    )
 
 
 def rollout_complete(conn: psycopg.Connection, db_url: str) -> str:
