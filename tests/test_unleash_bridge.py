@@ -9,6 +9,7 @@ billing_sync.flag_enabled_for is compared with Unleash's own Python SDK evaluati
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -691,6 +692,35 @@ ACTORS = (7, 19_999, 20_000, 123_456)
 SHARES = (1, 50, 99)
 
 
+def sdk_serving(client_class, operator, tmp_path: Path, share: int):
+    """An initialized UnleashClient whose own fetch already holds the rollout at SHARE %. The server answers each
+    query from a cache of its own, refreshed on a tick (about a second): the SDK's query may be answered from an
+    older one than the bridge's was. It is asked again (a new client) until its state has the change, at most
+    30 s; only then is it compared, so that a disagreement found is one of evaluation, not of timing."""
+    deadline = time.monotonic() + 30
+    for attempt in range(1, 1000):
+        client = client_class(
+            url=operator.url,
+            app_name=f"billing-sync-cohort-test-{share}-{attempt}",
+            custom_headers={"Authorization": operator.client_token},
+            disable_metrics=True,
+            disable_registration=True,
+            cache_directory=str(tmp_path / f"sdk-{share}-{attempt}"),
+            refresh_interval=3600,
+        )
+        client.initialize_client()
+        raw = client._cache.get("/client/features")  # the state the SDK evaluates, as it fetched it
+        state = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        served = next((f for f in (state or {}).get("features", []) if f.get("name") == FLAG), None)
+        if served_rollout(share)(served):
+            return client
+        client.destroy()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the SDK's fetch never showed {share} % within 30 s: {served}")
+        time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def test_flag_enabled_for_agrees_with_the_unleash_sdk_for_20000_ids(conn, capsys, bridge, operator, tmp_path):
     """For each percentage, with actors: Unleash's Python SDK (UnleashClient) evaluates the live server's flag for
     ids 1-20,000; the database, brought there by the bridge, answers with billing_sync.flag_enabled_for."""
@@ -705,16 +735,7 @@ def test_flag_enabled_for_agrees_with_the_unleash_sdk_for_20000_ids(conn, capsys
         operator.wait_served(served_rollout(share), f"{share} %")
         assert sync(capsys)[0] == 0
         assert state(conn) == (True, False, share, sorted(a for a in ACTORS))
-        client = UnleashClient(
-            url=operator.url,
-            app_name="billing-sync-cohort-test",
-            custom_headers={"Authorization": operator.client_token},
-            disable_metrics=True,
-            disable_registration=True,
-            cache_directory=str(tmp_path / f"sdk-{share}"),
-            refresh_interval=3600,
-        )
-        client.initialize_client()
+        client = sdk_serving(UnleashClient, operator, tmp_path, share)
         try:
             sdk = {i for i in range(1, COHORT_IDS + 1) if client.is_enabled(FLAG, {"userId": str(i)})}
         finally:
