@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -81,17 +84,25 @@ def sync_admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
 
 
 @pytest.fixture
-def demo_env(tmp_path) -> Iterator[dict[str, str]]:
-    """An environment with its own embedded server and no DATABASE_URL; the server is stopped after."""
+def demo_env() -> Iterator[dict[str, str]]:
+    """An environment with its own embedded server and no DATABASE_URL; the server is stopped after.
+
+    Its data directory is made with mkdtemp, as conftest's server's is, not in pytest's tmp_path: as root, the
+    server runs as another user, who must reach the directory, and every pytest-xdist worker that starts makes
+    pytest's base directory private again (0700)."""
+    directory = Path(tempfile.mkdtemp(prefix="sync-admin-demo-"))
     env = {name: value for name, value in os.environ.items() if name != "DATABASE_URL"}
-    env["SYNC_ADMIN_DATA_DIR"] = str(tmp_path / "pgdata")
+    env["SYNC_ADMIN_DATA_DIR"] = str(directory / "pgdata")
     try:
         yield env
     finally:
-        stopped = sync_admin(env, "server", "stop")
-        assert stopped.returncode == 0, stopped.stderr
-        status = sync_admin(env, "server", "status")
-        assert "stopped" in status.stdout, status.stdout + status.stderr
+        try:
+            stopped = sync_admin(env, "server", "stop")
+            assert stopped.returncode == 0, stopped.stderr
+            status = sync_admin(env, "server", "status")
+            assert "stopped" in status.stdout, status.stdout + status.stderr
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_demo(env: dict[str, str]) -> list[str]:
