@@ -82,20 +82,17 @@ def test_suite_writes_its_results(pg_server, tmp_path):
         assert not chart.exists()
 
 
-def test_the_floor_calibration_still_installs_over_head(pg_server, tmp_path):
-    """`--design floor` (bench/designs/floor, the calibration the flag-off figures are read against), as its
-    install.txt runs it."""
-    url = server_url(pg_server)
-    results = tmp_path / "results"
-    args = ["--database-url", url, "--results", str(results), "--prefix", f"bench_floor_{uuid.uuid4().hex[:8]}"]
-    args += ["--design", "floor", "--only", "flag_off_insert", "--only", "flag_off_update"]
-    args += ["--customers", "1000", "--bulk-rows", "1000", "--new-accounts", "10"]
-    args += ["--rounds", "1", "--bulk-rounds", "1", "--seconds", "1"]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    document = json.loads((results / "results.json").read_text())
-    assert document["design"] == "floor"
-    assert {s["name"] for s in document["scenarios"]} == {"flag_off_insert", "flag_off_update"}
-    assert all(scenario["errors"] == [] for scenario in document["scenarios"])
+def test_the_floor_calibration_still_installs_over_head(conn):
+    """`--design floor` (bench/designs/floor, the calibration the flag-off figures are read against) installs over
+    the migrated schema as the suite installs it; no pgbench here (the suite's run above covers the measuring)."""
+    from bench.suite import config, databases
+
+    databases.install_design(conn, config.DESIGNS_DIR / "floor")
+    calling_noop = {
+        name
+        for (name,) in conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.customers'::regclass"
+            " AND tgfoid = 'billing_sync.sync_noop()'::regprocedure"
+        )
+    }
+    assert calling_noop == {"billing_sync_customer_insert", "billing_sync_customer_update"}
