@@ -160,6 +160,8 @@ def get_flag(conn: psycopg.Connection, name: str, *, lock: bool = False) -> Flag
         conn.execute("SELECT 1 FROM billing_sync.feature_flags WHERE name = %s FOR UPDATE", (name,))
     row = conn.execute(_FLAG_QUERY + " WHERE f.name = %s GROUP BY f.name", (name,)).fetchone()
     if row is None:
+        # Released since the check above (the release's commit can fall between the two reads): say so.
+        release.require_not_released(conn, name)
         known = ", ".join(flag.name for flag in list_flags(conn)) or "none"
         raise BadInput(f"unknown flag {name!r} (known flags: {known})")
     return _flag(row)
