@@ -234,7 +234,7 @@ def _run_locked(conn: psycopg.Connection, options: Options, on_progress: Callabl
             elif options.sleep:
                 time.sleep(options.sleep)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; {_saved(batches.run)}") from None
+        raise Interrupted(f"interrupted; {_saved(_as_saved(conn, batches.run))}") from None
     except psycopg.OperationalError as exc:
         raise SyncAdminError(f"lost the database connection ({mask(first_line(exc))}); {_saved(batches.run)}") from None
     in_flight = _queued_customers(conn)
@@ -296,6 +296,19 @@ def _still_out_of_state(conn: psycopg.Connection) -> int:
 
 def _on_for_anyone(flag: flags.Flag) -> bool:
     return flag.enabled and (flag.everyone or bool(flag.actors) or flag.percentage > 0)
+
+
+def _as_saved(conn: psycopg.Connection, run: Run) -> Run:
+    """The run as the database has it: Ctrl-C can land after a batch committed and before the loop took its row,
+    and the line must say what is saved. The loop's copy when the database cannot say (the connection is gone)."""
+    try:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()  # an interrupted batch's transaction: nothing of it is saved
+        cur = conn.cursor(row_factory=class_row(Run))
+        saved = cur.execute(f"SELECT {RUN_COLUMNS} FROM billing_sync.backfill_runs WHERE id = %s", (run.id,))
+        return saved.fetchone() or run
+    except psycopg.Error:
+        return run
 
 
 def _saved(run: Run) -> str:
