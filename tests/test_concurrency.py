@@ -917,6 +917,7 @@ def test_one_statement_creating_100000_new_accounts_succeeds_with_constant_xids_
     assert verify.check(conn).clean
 
 
+@pytest.mark.slow(10)
 def test_fifty_open_transactions_creating_accounts_row_by_row_never_fill_the_lock_table(conn, connect):
     """Every transaction's claims hold at most half of max_locks_per_transaction (billing_sync.claim_regions), so
     open transactions creating accounts cannot fill the shared lock table, and no customer write fails with "out

@@ -121,6 +121,7 @@ def assert_story(lines: list[str]) -> None:
     assert not missing, "missing from the demo output:\n" + "\n".join(missing) + "\n---\n" + "\n".join(lines)
 
 
+@pytest.mark.slow(9)
 def test_demo_tells_the_story_and_is_repeatable(demo_env: dict[str, str]) -> None:
     first = run_demo(demo_env)
     assert_story(first)

@@ -459,19 +459,19 @@ def test_a_customer_write_that_read_the_flag_first_never_deadlocks_with_the_rele
     assert (complete[1], "DL1") in memberships(conn)
 
 
-def test_a_verification_period_that_is_not_a_number_of_hours_is_refused_in_one_line(conn, capsys, db_url):
-    for given in ("1" + "0" * 400, "87601", "-1", "1e3", "24 hours"):
-        done = subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(resources.alembic_ini()), "-x", f"release_min_hours={given}",
-             "-x", "release_override=INC-1", "upgrade", "head"],
-            env={**os.environ, "DATABASE_URL": db_url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )  # fmt: skip
-        assert done.returncode != 0 and "not a number of hours from 0 to 87600" in done.stderr, given
-        assert revision(conn) == release.PRE_RELEASE_REVISION
+@pytest.mark.parametrize("given", ["1" + "0" * 400, "87601", "-1", "1e3", "24 hours"])
+def test_a_verification_period_that_is_not_a_number_of_hours_is_refused_in_one_line(conn, db_url, given):
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(resources.alembic_ini()), "-x", f"release_min_hours={given}",
+         "-x", "release_override=INC-1", "upgrade", "head"],
+        env={**os.environ, "DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "not a number of hours from 0 to 87600" in done.stderr, given
+    assert revision(conn) == release.PRE_RELEASE_REVISION
 
 
 @pytest.mark.parametrize(

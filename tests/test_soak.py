@@ -590,6 +590,7 @@ def percentile(values: list[float], fraction: float) -> float:
 # --- the soak ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow(48)
 def test_soak_writers_flag_flips_backfill_and_heal_fail_nothing_and_converge(conn, connect, db_url):
     rng = random.Random(SEED)
     print(f"\nsoak: seed {SEED} (SOAK_SEED), {SOAK_SECONDS:g}s of churn in {BURSTS} bursts, {WRITERS} writers")

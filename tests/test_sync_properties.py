@@ -119,6 +119,7 @@ def admin(connect: Callable[..., psycopg.Connection]) -> psycopg.Connection:
     return connect()
 
 
+@pytest.mark.slow(11)
 @settings(
     max_examples=300,
     deadline=None,

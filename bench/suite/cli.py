@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=DEFAULTS.rounds, help="interleaved rounds of each pgbench pair")
     p.add_argument("--bulk-rounds", type=int, default=DEFAULTS.bulk_rounds, help="interleaved rounds of each bulk pair")
     p.add_argument("--seconds", type=int, default=DEFAULTS.seconds, help="duration of one pgbench run")
+    p.add_argument(
+        "--transactions", type=int, default=None, help="instead of --seconds: transactions a client, one pgbench run"
+    )
     p.add_argument("--clients", type=int, default=DEFAULTS.clients)
     p.add_argument("--jobs", type=int, default=DEFAULTS.jobs)
     p.add_argument("--protocol", default=DEFAULTS.protocol, choices=("simple", "extended", "prepared"))
@@ -53,6 +56,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         rounds=args.rounds,
         bulk_rounds=args.bulk_rounds,
         seconds=args.seconds,
+        transactions=args.transactions,
         clients=args.clients,
         jobs=args.jobs,
         protocol=args.protocol,
@@ -97,13 +101,19 @@ def context(settings: Settings, srv: Server, started: float) -> dict[str, Any]:
         f"{settings.synchronous_commit}, fsync {facts['fsync']}",
         "server_settings": facts,
         "sizes": (
-            f"{settings.customers:,} customers; pgbench {settings.rounds} rounds x {settings.seconds} s, "
+            f"{settings.customers:,} customers; pgbench {settings.rounds} rounds x {pgbench_length(settings)}, "
             f"{settings.clients} clients, {settings.jobs} jobs, -M {settings.protocol}; bulk {settings.bulk_rows:,} "
             f"rows ({settings.new_accounts:,} new accounts), {settings.bulk_rounds} rounds,"
             f" work_mem {settings.work_mem}"
         ),
         "settings": {key: str(value) for key, value in vars(settings).items()},
     }
+
+
+def pgbench_length(settings: Settings) -> str:
+    if settings.transactions is None:
+        return f"{settings.seconds} s"
+    return f"{settings.transactions:,} transactions a client"
 
 
 def measure(settings: Settings, srv: Server) -> tuple[list[Measurement], BulkFacts]:
@@ -122,8 +132,12 @@ def measure(settings: Settings, srv: Server) -> tuple[list[Measurement], BulkFac
     return measurements, facts
 
 
+# Every database the suite creates, by role: the pgbench clones, the bulk clone and the templates.
+ROLES = (*runner.PGBENCH_DATABASES, "bulk", "tpl_released", "tpl_none", "tpl_sync")
+
+
 def cleanup(srv: Server) -> None:
-    for role in ("sync", "none", "app", "bulk", "tpl_none", "tpl_sync"):
+    for role in ROLES:
         srv.drop(role)
 
 
@@ -136,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     srv = Server(settings)
     log(f"building the databases ({settings.customers:,} customers, design {settings.design})")
-    databases.build_templates(srv, settings)
     try:
+        databases.build_templates(srv, settings)
         measurements, facts = measure(settings, srv)
         rows = [report.summarize(m) for m in measurements]
         paths = report.write(settings.results, rows, measurements, context(settings, srv, started), facts)

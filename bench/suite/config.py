@@ -21,6 +21,7 @@ class Settings:
     rounds: int = 10  # interleaved rounds of every pgbench comparison (short runs: noise hits both sides alike)
     bulk_rounds: int = 3  # interleaved rounds of every bulk comparison
     seconds: int = 2  # duration of one pgbench run
+    transactions: int | None = None  # instead of --seconds: this many transactions per client (a quick smoke run)
     clients: int = 2
     jobs: int = 2
     protocol: str = "prepared"  # pgbench -M: simple, extended or prepared
@@ -47,6 +48,8 @@ class Settings:
             raise ValueError("--protocol must be simple, extended or prepared")
         if self.synchronous_commit not in ("on", "off"):
             raise ValueError("--synchronous-commit must be on or off")
+        if self.transactions is not None and self.transactions < 1:
+            raise ValueError("--transactions must be at least 1")
         if min(self.customers, self.bulk_rows, self.rounds, self.bulk_rounds, self.seconds, self.clients) < 1:
             raise ValueError("sizes, rounds, seconds and clients must be at least 1")
 

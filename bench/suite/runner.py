@@ -80,8 +80,9 @@ def scripts() -> dict[str, Path]:
 
 def pgbench_run(url: str, script: Path, settings: Settings) -> tuple[float, int]:
     """TPS of one pgbench run (without the initial connection time) and its number of transactions."""
+    length = ["-T", str(settings.seconds)] if settings.transactions is None else ["-t", str(settings.transactions)]
     command = [
-        str(pgbench_binary()), "-n", "-M", settings.protocol, "-f", str(script), "-T", str(settings.seconds),
+        str(pgbench_binary()), "-n", "-M", settings.protocol, "-f", str(script), *length,
         "-c", str(settings.clients), "-j", str(settings.jobs),
         "-D", f"customers={settings.customers}", "-D", f"accounts={settings.accounts}", url,
     ]  # fmt: skip
