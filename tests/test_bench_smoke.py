@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from sync_admin import db
 
@@ -104,3 +105,48 @@ def test_the_floor_calibration_still_installs_over_head(conn):
         )
     }
     assert calling_noop == {"billing_sync_customer_insert", "billing_sync_customer_update"}
+
+
+def test_row_cost_reports_every_step_and_puts_the_function_back(pg_server):
+    url = server_url(pg_server)
+    name = f"bench_smoke_rows_{uuid.uuid4().hex[:8]}"
+    args = ["--database-url", url, "--database", name, "--customers", "200", "--rows", "50", "--rounds", "1"]
+    run = subprocess.run(
+        [sys.executable, "bench/row_cost.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| none", "| entry", "| lookup", "| delete", "| full"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        left = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (name,)).fetchall()
+    assert left == [], "row_cost left its database behind"
+
+
+def test_row_cost_keeps_the_installed_function(pg_server):
+    """--keep leaves the database: the function there is the installed one again, the trigger enabled, and every
+    customer in the derived state (a cut version ran last in rotation)."""
+    url = server_url(pg_server)
+    name = f"bench_smoke_rows_{uuid.uuid4().hex[:8]}"
+    args = ["--database-url", url, "--database", name, "--customers", "100", "--rows", "20", "--rounds", "2", "--keep"]
+    run = subprocess.run(
+        [sys.executable, "bench/row_cost.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    kept = db.with_database(url, name)
+    try:
+        with psycopg.connect(kept, autocommit=True) as conn:
+            body = conn.execute(
+                "SELECT prosrc FROM pg_catalog.pg_proc WHERE oid = 'billing_sync.sync_customer_updated()'::regprocedure"
+            ).fetchone()[0]
+            enabled = conn.execute(
+                "SELECT tgenabled FROM pg_catalog.pg_trigger WHERE tgname = 'billing_sync_customer_update'"
+            ).fetchone()[0]
+            drift = conn.execute("SELECT cardinality(billing_sync.drifted_customers(1000))").fetchone()[0]
+        assert body.count("RETURN NULL;") == (ROOT / "sql/functions/sync_customer_updated_v3.sql").read_text().count(
+            "RETURN NULL;"
+        )
+        assert enabled == "O"
+        assert drift == 0
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
