@@ -108,30 +108,54 @@ def build_template(host: str, port: int, user: str, dbname: str, password: str |
 postgresql_noproc = factories.postgresql_noproc(dbname=TEMPLATE_DBNAME, depends_on="pg_server", load=[build_template])
 
 
-@pytest.fixture(scope="session")
-def maintenance(postgresql_noproc: NoopExecutor) -> Iterator[psycopg.Connection]:
-    """This worker's connection to the maintenance database, which clones and drops every test's database (one
-    connection for the session instead of pytest-postgresql's janitor, which opens one per step)."""
-    server = postgresql_noproc
-    with psycopg.connect(
-        host=server.host, port=server.port, user=server.user, password=server.password,
-        dbname=server.maintenance_dbname, autocommit=True,
-    ) as connection:  # fmt: skip
-        yield connection
+class Maintenance:
+    """This worker's connection to the maintenance database, which clones and drops every test's database: one for
+    the session instead of pytest-postgresql's janitor, which connects for every step. Opened again when a test
+    terminated it (tests do terminate backends)."""
+
+    def __init__(self, server: NoopExecutor) -> None:
+        self.server = server
+        self.connection: psycopg.Connection | None = None
+
+    def execute(self, statement: sql.Composable) -> psycopg.Cursor:
+        for attempt in (1, 2):
+            if self.connection is None or self.connection.closed:
+                server = self.server
+                self.connection = psycopg.connect(
+                    host=server.host, port=server.port, user=server.user, password=server.password,
+                    dbname=server.maintenance_dbname, autocommit=True,
+                )  # fmt: skip
+            try:
+                return self.connection.execute(statement)
+            except psycopg.OperationalError:
+                if attempt == 2 or not self.connection.closed:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
 
 
 @pytest.fixture(scope="session")
-def clone_strategy(maintenance: psycopg.Connection) -> sql.Composable:
-    """FILE_COPY where the server does not fsync (the embedded one): a file copy, and the template's relation cache
-    file comes along, so the test's first connection is quicker. It forces a checkpoint, which costs a fsync'ing
-    server every dirty buffer: there, WAL_LOG (the default), which copies through the WAL."""
-    fsync = maintenance.execute("SELECT current_setting('fsync')").fetchone()[0]
+def maintenance(postgresql_noproc: NoopExecutor) -> Iterator[Maintenance]:
+    connection = Maintenance(postgresql_noproc)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def clone_strategy(maintenance: Maintenance) -> sql.Composable:
+    """FILE_COPY where the server does not fsync (the embedded one, CI's PostgreSQL 15): a file copy. It forces a
+    checkpoint, which costs a fsync'ing server every dirty buffer: there, WAL_LOG (the default), which copies through
+    the WAL. (Measured here, one worker on the embedded server: 50 one-statement tests, 9.4 s against 15.4 s.)"""
+    fsync = maintenance.execute(sql.SQL("SELECT current_setting('fsync')")).fetchone()[0]
     return sql.SQL("FILE_COPY" if fsync == "off" else "WAL_LOG")
 
 
 @pytest.fixture
 def postgresql(
-    postgresql_noproc: NoopExecutor, maintenance: psycopg.Connection, clone_strategy: sql.Composable
+    postgresql_noproc: NoopExecutor, maintenance: Maintenance, clone_strategy: sql.Composable
 ) -> Iterator[psycopg.Connection]:
     """This test's own database, a clone of the worker's migrated template, and a connection to it."""
     server = postgresql_noproc
