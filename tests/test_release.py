@@ -459,7 +459,9 @@ def test_a_customer_write_that_read_the_flag_first_never_deadlocks_with_the_rele
     assert (complete[1], "DL1") in memberships(conn)
 
 
-@pytest.mark.parametrize("given", ["1" + "0" * 400, "87601", "-1", "1e3", "24 hours"])
+@pytest.mark.parametrize(
+    "given", ["1" + "0" * 400, "87601", "-1", "1e3", "24 hours"], ids=["401 digits", "87601", "-1", "1e3", "24 hours"]
+)
 def test_a_verification_period_that_is_not_a_number_of_hours_is_refused_in_one_line(conn, db_url, given):
     done = subprocess.run(
         [sys.executable, "-m", "alembic", "-c", str(resources.alembic_ini()), "-x", f"release_min_hours={given}",
