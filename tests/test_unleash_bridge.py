@@ -567,7 +567,13 @@ class Misbehaving:
             return
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
-        handler.wfile.write(body)
+        try:
+            handler.wfile.write(body)
+        except OSError:
+            # The bridge stops reading a huge answer at its cap and closes the connection: the rest of the write
+            # fails. Left to socketserver, the failure is a traceback on this process's stderr, which the test
+            # captures as the command's output when it lands before capsys reads (CI, PostgreSQL 16 run).
+            return
 
     def close(self) -> None:
         self.stop.set()
