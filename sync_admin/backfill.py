@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -201,9 +202,11 @@ def run(conn: psycopg.Connection, options: Options, on_progress: Callable[[Progr
     try:
         return _run_locked(conn, options, on_progress)
     finally:
-        # Closing the session releases the lock too; this is for callers that keep the connection.
+        # Closing the session releases the lock too; this is for callers that keep the connection. A failure here
+        # (a connection an interrupt left unusable) must not replace the exception that tells what happened.
         if not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+            with suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
 
 def _run_locked(conn: psycopg.Connection, options: Options, on_progress: Callable[[Progress], None]) -> Result:
@@ -234,6 +237,7 @@ def _run_locked(conn: psycopg.Connection, options: Options, on_progress: Callabl
             elif options.sleep:
                 time.sleep(options.sleep)
     except KeyboardInterrupt:
+        settle_interrupted(conn)
         raise Interrupted(f"interrupted; {_saved(_as_saved(conn, batches.run))}") from None
     except psycopg.OperationalError as exc:
         raise SyncAdminError(f"lost the database connection ({mask(first_line(exc))}); {_saved(batches.run)}") from None
@@ -296,6 +300,22 @@ def _still_out_of_state(conn: psycopg.Connection) -> int:
 
 def _on_for_anyone(flag: flags.Flag) -> bool:
     return flag.enabled and (flag.everyone or bool(flag.actors) or flag.percentage > 0)
+
+
+def settle_interrupted(conn: psycopg.Connection) -> None:
+    """After Ctrl-C, a connection with no command in flight. psycopg cancels and drains the query it is waiting for,
+    but a Ctrl-C that lands between sending a query and waiting for it (or while reading its result) leaves the
+    connection ACTIVE: every later command fails with "another command is already in progress", and the backfill
+    reported a database error (exit 1) instead of what it saved. So the query is cancelled and its results read
+    here; a connection that cannot be settled is closed (the server rolls its transaction back)."""
+    if conn.closed or conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
+        return
+    try:
+        conn.cancel_safe(timeout=5)
+        while conn.pgconn.get_result() is not None:
+            pass
+    except (psycopg.Error, OSError):
+        conn.close()
 
 
 def _as_saved(conn: psycopg.Connection, run: Run) -> Run:

@@ -261,6 +261,19 @@ def test_ctrl_c_saves_the_batches_done_and_says_how_to_resume(conn, capsys, db_u
     assert_synced(conn)
 
 
+def test_a_ctrl_c_between_sending_a_query_and_waiting_for_it_leaves_a_usable_connection(connect):
+    """psycopg cancels the query it waits for on Ctrl-C; one that lands just after the query was sent leaves the
+    connection ACTIVE, and the backfill's next command (reading what it saved) failed with "another command is
+    already in progress": exit 1 instead of 130, 4 times in 60 interrupts under load."""
+    session = connect()
+    session.pgconn.send_query(b"SELECT pg_sleep(30)")  # sent, never waited for
+    assert session.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+    started = time.monotonic()
+    backfill.settle_interrupted(session)
+    assert time.monotonic() - started < 10  # cancelled, not waited out
+    assert session.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_restart_abandons_the_unfinished_run_and_starts_over(conn, connect, capsys, db_url):
     ids = add_customers(conn, mixed_values(500, seed=9))
     set_gates(conn, everyone=True)
