@@ -237,7 +237,6 @@ def _run_locked(conn: psycopg.Connection, options: Options, on_progress: Callabl
             elif options.sleep:
                 time.sleep(options.sleep)
     except KeyboardInterrupt:
-        settle_interrupted(conn)
         raise Interrupted(f"interrupted; {_saved(_as_saved(conn, batches.run))}") from None
     except psycopg.OperationalError as exc:
         raise SyncAdminError(f"lost the database connection ({mask(first_line(exc))}); {_saved(batches.run)}") from None
@@ -321,6 +320,7 @@ def settle_interrupted(conn: psycopg.Connection) -> None:
 def _as_saved(conn: psycopg.Connection, run: Run) -> Run:
     """The run as the database has it: Ctrl-C can land after a batch committed and before the loop took its row,
     and the line must say what is saved. The loop's copy when the database cannot say (the connection is gone)."""
+    settle_interrupted(conn)
     try:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.rollback()  # an interrupted batch's transaction: nothing of it is saved
