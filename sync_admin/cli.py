@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import logging
 import math
@@ -9,16 +10,35 @@ import sys
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from sync_admin import defaults
+from sync_admin import defaults, interrupts
 from sync_admin.errors import BadInput, CheckFailed, SyncAdminError
 
 if TYPE_CHECKING:
     import psycopg
+
+
+class _UninterruptedLoader(importlib.abc.Loader):
+    """LOADER executing a module with Ctrl-C held back until it is complete: LazyLoader keeps a module whose execution
+    an interrupt cut short, half-initialised, in sys.modules (interrupts.py)."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        with interrupts.Deferred():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name: str) -> Any:  # resource readers, get_source: the real loader's
+        return getattr(self._loader, name)
 
 
 def _lazy(name: str) -> ModuleType:
@@ -28,7 +48,7 @@ def _lazy(name: str) -> ModuleType:
         return sys.modules[name]
     spec = importlib.util.find_spec(name)
     assert spec is not None and spec.loader is not None
-    spec.loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = importlib.util.LazyLoader(_UninterruptedLoader(spec.loader))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
