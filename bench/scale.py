@@ -18,10 +18,13 @@ while the flag is off, then the flag on for everyone) and drops at the end (unle
    (backfill_bench.ONE_STATEMENT), in interleaved rounds (A B, B A, ...); median (min-max) of the per-round
    ratios. Target: <= 1.5. Issue 11 asks for it on PostgreSQL 15's default configuration: pass its URL.
 
+3. Heal alone (--only heal, not part of a default run): the repair of 1 and 2 at each size, --heal-rounds
+   interleaved rounds, nothing else; with --reuse on the databases a `--only scale --keep` run left.
+
 Writes markdown tables to stdout and results.md, results.json (every round) and scale.png to --results.
 
     python bench/scale.py --database-url URL [--customers 1000000,10000000] [--rounds 3,1] [--repair-percent 1]
-        [--shared-customers 1000000] [--shared-rounds 5] [--only scale|shared] [--keep] [--reuse]
+        [--shared-customers 1000000] [--shared-rounds 5] [--only scale|shared|heal] [--heal-rounds 5] [--keep] [--reuse]
         [--results bench/results/scale] [--prefix sync_scale]
     python bench/scale.py --redraw [--results DIR]   # tables and chart again from DIR/results.json
 """
@@ -225,6 +228,14 @@ def verify_clean(measured: Measured) -> None:
     assert drift == 0, f"{measured.command}: drift {measured.output['drift']}"
 
 
+def heal_round(url: str, percent: float) -> list[Measured]:
+    """The repair alone: PERCENT % of the customers damaged and queued, `heal --once`, then the same process on an
+    empty queue (its start-up, subtracted from the first)."""
+    queued = damage(url, percent)
+    prepare(url)
+    return [measure(url, "heal", queued, "heal", "--once"), measure(url, "heal_empty", 1, "heal", "--once")]
+
+
 def scale_round(url: str, customers: int, percent: float) -> list[Measured]:
     reset(url)
     prepare(url)
@@ -232,12 +243,9 @@ def scale_round(url: str, customers: int, percent: float) -> list[Measured]:
     prepare(url)
     verified = measure(url, "verify", customers, "verify", "--format", "json")
     verify_clean(verified)
-    queued = damage(url, percent)
-    prepare(url)
-    healed = measure(url, "heal", queued, "heal", "--once")
-    # The same process on an empty queue: interpreter, imports, connection, one pass. At 1M customers and 1 %
-    # queued it is half of the wall time; the net time per queued customer leaves it out.
-    idle = measure(url, "heal_empty", 1, "heal", "--once")
+    # The empty-queue run is the interpreter, imports, connection, one pass. At 1M customers and 1 % queued it is
+    # half of the wall time; the net time per queued customer leaves it out.
+    healed, idle = heal_round(url, percent)
     prepare(url)
     verified_again = measure(url, "verify", customers, "verify", "--format", "json")
     verify_clean(verified_again)
@@ -319,6 +327,46 @@ def scale_tables(results: dict) -> str:
             f"{command}: time per customer at {largest:,} / at {smallest:,}: {ratio:.2f} ({verdict} the 1.2 target)"
         )
         results.setdefault("scale_ratios", {})[command] = ratio
+    return "\n".join(lines)
+
+
+def run_heal(base: str, args: argparse.Namespace, results: dict) -> None:
+    """The repair alone, --heal-rounds interleaved rounds per size (1M, 10M, 10M, 1M, ...): its figure at 1M is about
+    a second, so one round of the scale part says little. Databases a `--keep` scale run left are used with --reuse;
+    a new one is backfilled first (untimed)."""
+    sizes = [int(size) for size in args.customers.split(",")]
+    print(f"\n## 3. heal alone: {', '.join(f'{size:,}' for size in sizes)} customers, {args.heal_rounds} rounds")
+    urls = {size: build(base, f"{args.prefix}_{size}", size, SUITE_SHAPE, args.reuse) for size in sizes}
+    for url in urls.values():
+        with psycopg.connect(url) as conn:
+            synced = conn.execute("SELECT EXISTS (SELECT 1 FROM public.billing_account_memberships)").fetchone()[0]
+        if not synced:
+            measure(url, "backfill", 1, "backfill", "--format", "json")
+    runs: dict[int, list[list[Measured]]] = {size: [] for size in sizes}
+    for number in range(args.heal_rounds):
+        for size in sizes if number % 2 == 0 else sizes[::-1]:
+            runs[size].append(heal_round(urls[size], args.repair_percent))
+            net = per_unit([asdict(m) for m in runs[size][-1]], "heal")[0]
+            print(f"  round {number + 1}: {size:,} customers: {net:.1f} us per queued customer (net)", flush=True)
+    results["heal"] = {str(size): [[asdict(m) for m in measured] for measured in runs[size]] for size in sizes}
+    emit(results, heal_table(results))
+
+
+def heal_table(results: dict) -> str:
+    sizes = sorted(int(size) for size in results["heal"])
+    net = {size: [per_unit(round_, "heal")[0] for round_ in results["heal"][str(size)]] for size in sizes}
+    lines = ["| customers | rounds | heal, us per queued customer (net): median (min-max) |", "| --- | --- | --- |"]
+    lines += [
+        f"| {size:,} | {len(values)} | {statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f}) |"
+        for size, values in net.items()
+    ]
+    smallest, largest = min(sizes), max(sizes)
+    ratio = statistics.median(net[largest]) / statistics.median(net[smallest])
+    per_round = ", ".join(f"{b / a:.2f}" for a, b in zip(net[smallest], net[largest], strict=False))
+    verdict = "meets" if ratio <= 1.2 else "MISSES"
+    lines += ["", f"heal: median at {largest:,} / median at {smallest:,}: {ratio:.2f} ({verdict} the 1.2 target);"
+              f" round by round: {per_round}"]  # fmt: skip
+    results.setdefault("scale_ratios", {})["heal_alone"] = ratio
     return "\n".join(lines)
 
 
@@ -462,7 +510,8 @@ def main() -> None:
     parser.add_argument("--repair-percent", type=float, default=1.0, help="customers queued for heal, percent")
     parser.add_argument("--shared-customers", type=int, default=1_000_000)
     parser.add_argument("--shared-rounds", type=int, default=5)
-    parser.add_argument("--only", choices=("scale", "shared"))
+    parser.add_argument("--only", choices=("scale", "shared", "heal"))
+    parser.add_argument("--heal-rounds", type=int, default=5, help="rounds per size of --only heal")
     parser.add_argument("--prefix", default="sync_scale", help="names of the databases this creates")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--reuse", action="store_true", help="reuse databases a --keep run left (same sizes)")
@@ -500,6 +549,9 @@ def main() -> None:
         if args.only in (None, "scale"):
             names += [f"{args.prefix}_{size}" for size in args.customers.split(",")]
             run_scale(base, args, results)
+        if args.only == "heal":
+            names += [f"{args.prefix}_{size}" for size in args.customers.split(",")]
+            run_heal(base, args, results)
         if args.only in (None, "shared"):
             names.append(f"{args.prefix}_shared_{args.shared_customers}")
             run_shared(base, args, results)

@@ -151,3 +151,27 @@ def test_row_cost_keeps_the_installed_function(pg_server):
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.mark.slow(12)
+def test_scale_heal_alone_reports_each_size_and_drops_its_databases(pg_server, tmp_path):
+    url = server_url(pg_server)
+    prefix = f"bench_smoke_heal_{uuid.uuid4().hex[:8]}"
+    args = ["--database-url", url, "--only", "heal", "--customers", "300,600", "--heal-rounds", "2", "--repair-percent",
+            "10", "--prefix", prefix, "--results", str(tmp_path)]  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "bench/scale.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split(" | ") for line in run.stdout.splitlines() if line.startswith(("| 300 |", "| 600 |"))]
+    assert [row[1] for row in rows] == ["2", "2"], run.stdout
+    assert "heal: median at 600 / median at 300:" in run.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    queued = {
+        size: [m["units"] for r in results["heal"][size] for m in r if m["command"] == "heal"]
+        for size in results["heal"]
+    }
+    assert len(queued["300"]) == len(queued["600"]) == 2 and 0 < queued["300"][0] < queued["600"][0], queued
+    with psycopg.connect(url, autocommit=True) as conn:
+        left = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname LIKE %s", (prefix + "%",)).fetchall()
+    assert left == [], "scale.py left its databases behind"
