@@ -12,6 +12,7 @@ ends, however it ends.
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -25,7 +26,7 @@ from psycopg.rows import class_row
 
 from sync_admin import defaults, flags, schema, verify
 from sync_admin.db import first_line, mask
-from sync_admin.errors import SyncAdminError
+from sync_admin.errors import Interrupted, SyncAdminError
 
 # Option defaults (sync_admin/defaults.py says why each).
 DEFAULT_BATCH_SIZE = defaults.BACKFILL_BATCH_SIZE
@@ -38,6 +39,10 @@ STATEMENT_TIMEOUT_FACTOR = defaults.BACKFILL_STATEMENT_TIMEOUT_FACTOR
 LOCK_TIMEOUT_MS = 500
 ATTEMPTS_PER_BATCH = 5
 RETRY_PAUSE_SECONDS = 0.1
+# Settling a connection Ctrl-C left with a query in flight (settle_interrupted): the cancel is repeated this often,
+# and the connection closed when the query has not ended after SETTLE_SECONDS.
+CANCEL_EVERY_SECONDS = 1.0
+SETTLE_SECONDS = 10.0
 DEFAULT_SETTLE_SECONDS = defaults.BACKFILL_SETTLE_SECONDS
 # Pauses between fruitless sweeps double.
 SWEEP_PAUSE_FIRST = 0.05
@@ -58,12 +63,6 @@ class BackfillRunning(SyncAdminError):
     """Another backfill holds the advisory lock."""
 
     exit_code = 1
-
-
-class Interrupted(SyncAdminError):
-    """Ctrl-C: the batch in flight was rolled back, the ones before it are saved."""
-
-    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -309,12 +308,30 @@ def settle_interrupted(conn: psycopg.Connection) -> None:
     here; a connection that cannot be settled is closed (the server rolls its transaction back)."""
     if conn.closed or conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.ACTIVE:
         return
+    deadline = time.monotonic() + SETTLE_SECONDS
     try:
-        conn.cancel_safe(timeout=5)
-        while conn.pgconn.get_result() is not None:
-            pass
+        # A cancel that reaches the server before it starts executing the query is lost (a cancel request stops only
+        # a running query): sent again every CANCEL_EVERY_SECONDS until the query has ended.
+        while time.monotonic() < deadline:
+            conn.cancel_safe(timeout=CANCEL_EVERY_SECONDS)
+            if _ended_within(conn.pgconn, CANCEL_EVERY_SECONDS):
+                while conn.pgconn.get_result() is not None:
+                    pass
+                return
     except (psycopg.Error, OSError):
-        conn.close()
+        pass
+    conn.close()
+
+
+def _ended_within(pgconn: psycopg.pq.abc.PGconn, seconds: float) -> bool:
+    """Whether the query in flight on PGCONN has sent all its results within SECONDS (read without blocking)."""
+    deadline = time.monotonic() + seconds
+    while pgconn.is_busy():
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([pgconn.socket], [], [], left)[0]:
+            return False
+        pgconn.consume_input()
+    return True
 
 
 def _as_saved(conn: psycopg.Connection, run: Run) -> Run:

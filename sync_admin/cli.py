@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
+import importlib
 import logging
 import math
 import sys
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
-from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -23,36 +21,23 @@ if TYPE_CHECKING:
     import psycopg
 
 
-class _UninterruptedLoader(importlib.abc.Loader):
-    """LOADER executing a module with Ctrl-C held back until it is complete: LazyLoader keeps a module whose execution
-    an interrupt cut short, half-initialised, in sys.modules (interrupts.py)."""
+class _LazyModule(ModuleType):
+    """Stands for module NAME in this file until an attribute is asked of it; the import then runs whole, with the
+    stop signals held back (interrupts.Deferred): cut short, it would leave a half-initialised module in sys.modules
+    for the rest of the process. Attributes are looked up on the real module every time (monkeypatching works)."""
 
-    def __init__(self, loader: importlib.abc.Loader) -> None:
-        self._loader = loader
-
-    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__"):  # copy, pickle, inspect probing a module object: not a reason to load it
+            raise AttributeError(attribute)
         with interrupts.Deferred():
-            self._loader.exec_module(module)
-
-    def __getattr__(self, name: str) -> Any:  # resource readers, get_source: the real loader's
-        return getattr(self._loader, name)
+            module = importlib.import_module(self.__name__)
+        return getattr(module, attribute)
 
 
 def _lazy(name: str) -> ModuleType:
     """Module NAME, loaded on its first use: a command imports only what it needs, and `sync-admin --help` no
     database driver, SQLAlchemy or rich at all (start-up time, issue 12)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.loader is not None
-    spec.loader = importlib.util.LazyLoader(_UninterruptedLoader(spec.loader))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return sys.modules.get(name) or _LazyModule(name)
 
 
 backfill = _lazy("sync_admin.backfill")
@@ -87,6 +72,8 @@ class _LazyConsole:
         return self._console
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("real", "_options", "_console"):  # an AttributeError inside `real` must not recurse through here
+            raise AttributeError(name)
         return getattr(self.real, name)
 
 
@@ -937,6 +924,12 @@ def _log_to_stderr() -> None:
         logger.addHandler(_StderrLog(logging.WARNING))
     logger.setLevel(logging.WARNING)
     logger.propagate = False
+    # psycopg logs what it does about an interrupted query ("query cancellation interrupted ...: closing
+    # connection"), which Python's last-resort handler would print beside the command's own one line about it.
+    driver = logging.getLogger("psycopg")
+    if not driver.handlers:
+        driver.addHandler(logging.NullHandler())
+    driver.propagate = False
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -948,14 +941,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="sync-admin", standalone_mode=False)
     except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
+        with interrupts.Deferred():  # the last line and the exit status, whole: a second Ctrl-C changes neither
+            err.print("aborted")
+            sys.exit(interrupts.ABORTED_EXIT_CODE)
     except Exception as exc:
         line, code = _failure(exc)
-        if debug:  # masked too: an exception's text may quote a URL
-            sys.stderr.write(db.mask(traceback.format_exc()))
-        err.print(line)
-        sys.exit(code)
+        with interrupts.Deferred():
+            if debug:  # masked too: an exception's text may quote a URL
+                sys.stderr.write(db.mask(traceback.format_exc()))
+            err.print(line)
+            sys.exit(code)
 
 
 def _failure(exc: Exception) -> tuple[str, int]:
@@ -978,4 +973,4 @@ def _failure(exc: Exception) -> tuple[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    interrupts.run(main)

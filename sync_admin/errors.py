@@ -23,3 +23,9 @@ class DatabaseUnavailable(SyncAdminError):
     """The database cannot be reached, or is not migrated."""
 
     exit_code = 3
+
+
+class Interrupted(SyncAdminError):
+    """Ctrl-C: the message says what was saved or where things stand."""
+
+    exit_code = 130

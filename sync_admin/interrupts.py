@@ -1,74 +1,93 @@
-"""Ctrl-C at any moment of a `sync-admin` command ends in one line, never in a traceback or a half-loaded module.
+"""Ctrl-C (or SIGTERM to a service) at any moment of a `sync-admin` command ends in one line, never in a traceback
+or a half-loaded module.
 
-Two places need it, both before the commands' own handling of KeyboardInterrupt can help:
-* the executable's start (`main`, the console script): the import of the CLI takes a few hundred milliseconds, and
-  a Ctrl-C during it would print Python's traceback; after the command, a late Ctrl-C (while the interpreter shuts
-  down) would turn a finished command's exit status into "killed by SIGINT";
-* the CLI's lazy modules (cli._lazy): a Ctrl-C while one executes on first use would leave it half-initialised in
-  sys.modules for the rest of the process, so that the command's interrupt handling then failed with an
-  AttributeError ("internal error") instead of saying what was saved.
+Where the commands' own handling of KeyboardInterrupt cannot help:
+* the executable's start (`main`, the console script): loading the CLI takes tens of milliseconds, and a Ctrl-C
+  during it would print Python's traceback; after the command, a late Ctrl-C (while the interpreter shuts down)
+  would turn a finished command's exit status into "killed by SIGINT";
+* the CLI's lazy modules (cli._lazy): an interrupt while one is imported on first use would leave it
+  half-initialised for the rest of the process, so that the command's interrupt handling then failed on it
+  ("internal error: AttributeError") instead of saying what was saved;
+* the last line of a failed command and its exit status: a second Ctrl-C between them would add "aborted".
+What is left: Ctrl-C in the first milliseconds, while the interpreter itself starts, before any code of ours runs.
+
+No `from __future__ import annotations` and nothing but C modules here: each import before `Deferred` is in place
+widens the start-up window this module exists to close (the annotations below are strings).
 """
 
-from __future__ import annotations
-
-# The C modules, not `signal` (which imports enum): the executable holds Ctrl-C back as early as it can, and these
-# load in microseconds where `signal` takes milliseconds of the start-up window this module exists to close.
 import _signal
 import sys
 
-TYPE_CHECKING = False  # typing itself takes milliseconds to import: see above
+TYPE_CHECKING = False  # typing itself takes milliseconds to import
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType, TracebackType
 
 ABORTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for an interrupted command
+# The signals whose Python handlers stop a command by raising KeyboardInterrupt: Ctrl-C (Python's own handler) and
+# SIGTERM while a service runs (watch.sigterm_stops).
+STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM)
 
 
 class Deferred:
-    """Run the block with Ctrl-C held back; one that came during it is raised as KeyboardInterrupt at its end.
+    """Run the block with the stop signals held back; one that came during it is delivered at its end, to the
+    handler it would have reached (KeyboardInterrupt, for both).
 
-    Only Python's own SIGINT handler is replaced, and only in the main thread (elsewhere signal.signal refuses, and
-    signals are delivered to the main thread anyway): a command that installed its own handler keeps it. An
-    exception of the block wins over a held-back Ctrl-C."""
+    Only Python-level handlers are replaced (a signal left to the operating system, such as SIGTERM outside the
+    services, keeps its default), and only in the main thread (elsewhere signal.signal refuses, and signals are
+    delivered to the main thread anyway). Nested blocks leave the holding to the outermost. An exception of the
+    block wins over a held-back signal: the command is ending anyway."""
 
     def __init__(self) -> None:
-        self._received = False
-        self._holding = False
+        self._held: dict[int, Callable[[int, FrameType | None], object]] = {}  # signal -> the handler it would reach
+        self._received: list[int] = []
 
-    def _hold(self, _signum: int, _frame: FrameType | None) -> None:
-        self._received = True
+    def _hold(self, signum: int, _frame: "FrameType | None") -> None:
+        self._received.append(signum)
 
     def __enter__(self) -> None:
-        if _signal.getsignal(_signal.SIGINT) is not _signal.default_int_handler:
-            return
-        try:
-            _signal.signal(_signal.SIGINT, self._hold)
-        except ValueError:  # not the main thread
-            return
-        self._holding = True
+        for signum in STOP_SIGNALS:
+            handler = _signal.getsignal(signum)
+            if not callable(handler) or getattr(handler, "__self__", None).__class__ is Deferred:
+                continue  # the operating system's default or ignore, or an outer block already holds it
+            try:
+                _signal.signal(signum, self._hold)
+            except ValueError:  # not the main thread
+                return
+            self._held[signum] = handler
 
     def __exit__(
-        self, kind: type[BaseException] | None, _value: BaseException | None, _traceback: TracebackType | None
+        self, kind: "type[BaseException] | None", _value: "BaseException | None", _traceback: "TracebackType | None"
     ) -> None:
-        if not self._holding:
-            return
-        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+        for signum, handler in self._held.items():
+            _signal.signal(signum, handler)
         if self._received and kind is None:
-            raise KeyboardInterrupt
+            signum = self._received[0]
+            handler = self._held[signum]
+            handler(signum, None)
 
 
-def main() -> None:
-    """The `sync-admin` executable: the CLI loaded with Ctrl-C held back, then run. A Ctrl-C that lands outside the
-    commands' own handling (while an error line is being made, say) ends in "aborted" and exit 130 too, and one after
-    the command has finished is ignored."""
+def run(command: "Callable[[], None]") -> None:
+    """Run COMMAND (the CLI's main): a stop signal that escapes its own handling ends in "aborted" and exit 130, and
+    one after it has finished is ignored."""
     try:
-        with Deferred():
-            from sync_admin import cli
-        cli.main()
+        command()
     except KeyboardInterrupt:
         _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
-        sys.stderr.write("aborted\n")
+        sys.stderr.write("\naborted\n")  # the shape of click's own: a new line after the terminal's ^C
         sys.exit(ABORTED_EXIT_CODE)
     finally:
         # The command has said what it did (its output, or its exit status via SystemExit): a Ctrl-C while the
         # interpreter shuts down must not change what it reports.
         _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+
+
+def main() -> None:
+    """The `sync-admin` executable (and `python -m sync_admin`): the CLI loaded with Ctrl-C held back, then run."""
+
+    def load_and_run() -> None:
+        with Deferred():
+            from sync_admin import cli
+        cli.main()
+
+    run(load_and_run)

@@ -10,15 +10,21 @@ points; these land where the bug classes are, every run.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from sync_admin import migrate
+
 ENTRY = "from sync_admin.interrupts import main\nmain()\n"
-# SIGINT to itself when the import of a module named by $INTERRUPT_IMPORT begins (once).
+# A signal to itself ($INTERRUPT_SIGNAL, SIGINT by default) when the import of the module named by $INTERRUPT_IMPORT
+# begins (once).
 INTERRUPT_ON_IMPORT = textwrap.dedent(
     """
     import os, signal, sys
@@ -29,7 +35,7 @@ INTERRUPT_ON_IMPORT = textwrap.dedent(
         def find_spec(self, name, path=None, target=None):
             if name == os.environ["INTERRUPT_IMPORT"] and not InterruptOnImport.fired:
                 InterruptOnImport.fired = True
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), getattr(signal, os.environ.get("INTERRUPT_SIGNAL", "SIGINT")))
             return None
 
     sys.meta_path.insert(0, InterruptOnImport())
@@ -49,11 +55,11 @@ def run_entry(prelude: str, *args: str, env: dict[str, str] | None = None) -> su
 
 
 def assert_aborted(done: subprocess.CompletedProcess[str]) -> None:
+    """Exit 130 and one line: "aborted", or the backfill's own "interrupted; ... saved"."""
     assert done.returncode == 130, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
-    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1] in ("aborted",) or done.stderr.strip().splitlines()[-1].startswith(
-        "error: interrupted"
-    ), done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert lines[0] == "aborted" or lines[0].startswith("error: interrupted; run #"), done.stderr[-2000:]
 
 
 @pytest.mark.parametrize(
@@ -61,7 +67,9 @@ def assert_aborted(done: subprocess.CompletedProcess[str]) -> None:
     [
         "sync_admin.cli",  # the executable's own start
         "psycopg",  # a command's first connection
-        "getpass",  # inside a lazily loaded module of ours (flags, on first use)
+        "sync_admin.flags",  # a module the CLI loads on first use, at the start of its import
+        "sync_admin.terminal",  # the same, loaded by the first line printed
+        "getpass",  # inside such a module (flags)
         "sync_admin.manifest",  # the same (schema)
         "rich.table",  # the report being printed
         "rich.console",
@@ -117,3 +125,64 @@ def test_the_console_script_is_the_interrupt_safe_entry_point():
     """pyproject.toml's script goes through interrupts.main (the CLI's own main has no start-up protection)."""
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
     assert 'sync-admin = "sync_admin.interrupts:main"' in pyproject
+
+
+def test_a_second_ctrl_c_while_a_failed_command_prints_its_line_changes_neither_the_line_nor_the_exit_status():
+    """Bad input: the error line (which loads rich) is printed whole, alone, and the exit status stays 2."""
+    done = run_entry(INTERRUPT_ON_IMPORT, "backfill", "--batch-size", "0", env={"INTERRUPT_IMPORT": "rich.console"})
+    assert done.returncode == 2, (done.stdout[-2000:], done.stderr[-2000:])
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: Invalid value for '--batch-size'"), done.stderr
+
+
+@pytest.mark.parametrize("service", [["heal"], ["watch"]])
+def test_sigterm_while_a_service_loads_what_it_prints_stops_it_with_its_line(db_url, service):
+    """A service turns SIGTERM into a stop (watch.sigterm_stops); one landing while its first line loads rich is held
+    back until the import is whole, then stops it as usual: its "stopped" line, exit 0."""
+    env = {"INTERRUPT_IMPORT": "rich.console", "INTERRUPT_SIGNAL": "SIGTERM"}
+    done = run_entry(INTERRUPT_ON_IMPORT, "--database-url", db_url, *service, env=env)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
+    assert "stopped;" in done.stdout.strip().splitlines()[-1], done.stdout
+
+
+def test_python_dash_m_goes_through_the_same_entry_point(db_url):
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + INTERRUPT_ON_IMPORT + "import runpy\n"
+         f"sys.argv = ['sync_admin', '--database-url', {db_url!r}, 'verify']\n"
+         "runpy.run_module('sync_admin', run_name='__main__')\n"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "INTERRUPT_IMPORT": "sync_admin.flags"},
+    )  # fmt: skip
+    assert_aborted(done)
+
+
+def test_a_ctrl_c_during_db_upgrade_says_which_revision_the_database_is_at(db_url):
+    """An SRE stops an upgrade that waits behind a long transaction: one line says where the database stands (the
+    revisions before the one in flight are committed, that one rolled back) and the database is exactly there."""
+    migrate.downgrade(db_url, "0006")
+    holder = psycopg.connect(db_url)
+    observer = psycopg.connect(db_url, autocommit=True)
+    try:
+        holder.execute("LOCK TABLE public.customers IN ROW EXCLUSIVE MODE")  # what an open customer write holds
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sync_admin", "--database-url", db_url, "db", "upgrade", "0012"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not observer.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = 'public.customers'::regclass AND NOT granted)"
+        ).fetchone()[0]:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        holder.close()
+    lines = [line for line in err.splitlines() if line.strip() and "not granted within" not in line]
+    assert process.returncode == 130, err
+    assert lines == [
+        "error: interrupted; the database is at revision 0006: each revision commits on its own, the one in flight"
+        " was rolled back; run the command again to go on"
+    ], err
+    assert migrate.current(db_url) == "0006"
+    observer.close()
