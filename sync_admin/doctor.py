@@ -74,7 +74,7 @@ def run(conn: psycopg.Connection) -> Report:
         return Report((alembic, skipped))
     functions, triggers = definitions.read(conn)
     checks = [alembic, *check_flags(conn, objects), check_switch_mirror(conn, objects)]
-    checks += [check_application_privileges(conn), check_repair_queue(conn)]
+    checks += [check_application_privileges(conn), check_repair_queue(conn), check_two_phase_commit(conn)]
     checks += [check_function(expected, functions.get(expected.signature)) for expected in objects.functions]
     checks += [check_trigger(expected, triggers.get((expected.table, expected.name))) for expected in objects.triggers]
     checks += check_relations(conn, objects)
@@ -276,6 +276,27 @@ def check_repair_queue(conn: psycopg.Connection) -> Check:
         f"{detail}: keep `sync-admin heal` (or `watch --heal`) running; if it runs, a long transaction holds them"
         " (pg_stat_activity)",
         "sync-admin heal --once",
+    )
+
+
+def check_two_phase_commit(conn: psycopg.Connection) -> Check:
+    """The sync sends notifications (LISTEN/NOTIFY) from the customer write's transaction when it queues a repair or
+    records a skip, and PostgreSQL refuses to PREPARE a transaction that notified: where the server allows
+    two-phase commit, such a customer transaction would fail at PREPARE TRANSACTION. Said, not failed: only an
+    application that uses two-phase commit is concerned."""
+    row = conn.execute("SELECT current_setting('max_prepared_transactions')::integer").fetchone()
+    allowed = int(row[0]) if row else 0
+    if allowed == 0:
+        return Check("two-phase commit", True, "off (max_prepared_transactions = 0)")
+    return Check(
+        "two-phase commit",
+        False,
+        f"on (max_prepared_transactions = {allowed}): a customer transaction in which the sync queues a repair or"
+        " records a skip (any write under REPEATABLE READ or SERIALIZABLE, a value that is not an account, an account"
+        " another transaction is creating) notifies, and PREPARE TRANSACTION then fails; run such writes outside"
+        " two-phase transactions (docs/concepts.md)",
+        "ALTER SYSTEM SET max_prepared_transactions = 0 (then restart), unless the application uses two-phase commit",
+        warning=True,
     )
 
 

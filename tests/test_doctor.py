@@ -78,6 +78,11 @@ def test_a_clean_database_passes_every_check_with_a_line_each(capsys, db_url):
         assert f"ok    function {function.signature}: " in text
     for trigger in manifest.TRIGGERS:
         assert f"ok    trigger {trigger.name} on {trigger.table}: enabled; definition as installed" in text
+    prepared = psycopg.connect(db_url).execute("SHOW max_prepared_transactions").fetchone()[0]
+    if prepared == "0":  # the test servers' default; tests/test_two_phase_commit.py has a server where it is on
+        assert "ok    two-phase commit: off (max_prepared_transactions = 0)" in text
+    else:
+        assert f"WARN  two-phase commit: on (max_prepared_transactions = {prepared})" in text
     assert "ok    billing_sync schema: no unexpected objects" in text
 
 
