@@ -42,6 +42,7 @@ RETRY_PAUSE_SECONDS = 0.1
 # Settling a connection Ctrl-C left with a query in flight (settle_interrupted): the cancel is repeated this often,
 # and the connection closed when the query has not ended after SETTLE_SECONDS.
 CANCEL_EVERY_SECONDS = 1.0
+CANCEL_TIMEOUT_SECONDS = 5.0  # one cancel request's connection (psycopg's default)
 SETTLE_SECONDS = 10.0
 DEFAULT_SETTLE_SECONDS = defaults.BACKFILL_SETTLE_SECONDS
 # Pauses between fruitless sweeps double.
@@ -312,8 +313,11 @@ def settle_interrupted(conn: psycopg.Connection) -> None:
     try:
         # A cancel that reaches the server before it starts executing the query is lost (a cancel request stops only
         # a running query): sent again every CANCEL_EVERY_SECONDS until the query has ended.
+        # A cancel request is a connection of its own: one that takes longer than the pause (a far or busy server)
+        # is given up and sent again, within the same deadline.
         while time.monotonic() < deadline:
-            conn.cancel_safe(timeout=CANCEL_EVERY_SECONDS)
+            with suppress(psycopg.errors.CancellationTimeout):
+                conn.cancel_safe(timeout=max(0.1, min(CANCEL_TIMEOUT_SECONDS, deadline - time.monotonic())))
             if _ended_within(conn.pgconn, CANCEL_EVERY_SECONDS):
                 while conn.pgconn.get_result() is not None:
                     pass

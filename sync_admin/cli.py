@@ -29,8 +29,11 @@ class _LazyModule(ModuleType):
     def __getattr__(self, attribute: str) -> Any:
         if attribute.startswith("__"):  # copy, pickle, inspect probing a module object: not a reason to load it
             raise AttributeError(attribute)
-        with interrupts.Deferred():
-            module = importlib.import_module(self.__name__)
+        module = self.__dict__.get("_loaded")
+        if module is None:
+            with interrupts.Deferred():
+                module = importlib.import_module(self.__name__)
+            self.__dict__["_loaded"] = module
         return getattr(module, attribute)
 
 
@@ -68,7 +71,10 @@ class _LazyConsole:
     def real(self) -> Any:
         """The console itself: for rich, which uses it as a context manager (dunders skip __getattr__)."""
         if self._console is None:
-            self._console = terminal.SafeConsole(**self._options)
+            try:
+                self._console = terminal.SafeConsole(**self._options)
+            except AttributeError as exc:  # raised out of a property, it would be taken for "no attribute `real`"
+                raise RuntimeError(f"the console could not be made: {exc}") from exc
         return self._console
 
     def __getattr__(self, name: str) -> Any:
@@ -207,7 +213,10 @@ def db_upgrade(
     the flag and runs only where `sync-admin rollout check` passes."""
     url = settings.url()
     guard = release.GuardOptions(release_override, min_hours, actor or flags.default_actor(), reason)
-    migrate.upgrade(url, revision, guard)
+    try:
+        migrate.upgrade(url, revision, guard)
+    except KeyboardInterrupt:
+        raise migrate.interrupted(url) from None
     out.print(f"{db.mask(url)}: at revision {migrate.current(url)}")
 
 
@@ -240,7 +249,10 @@ def db_downgrade(settings: Settings, revision: str, yes: bool, reason: str | Non
         if not sys.stdin.isatty():
             raise BadInput("a downgrade is not undone by anything; rerun with --yes to confirm (nothing changed)")
         click.confirm("go ahead?", default=False, abort=True)
-    migrate.downgrade(url, revision, release.GuardOptions(actor=actor or flags.default_actor(), reason=reason))
+    try:
+        migrate.downgrade(url, revision, release.GuardOptions(actor=actor or flags.default_actor(), reason=reason))
+    except KeyboardInterrupt:
+        raise migrate.interrupted(url) from None
     out.print(f"{db.mask(url)}: at revision {migrate.current(url) or 'base (nothing installed)'}")
 
 

@@ -36,7 +36,11 @@ class Deferred:
     Only Python-level handlers are replaced (a signal left to the operating system, such as SIGTERM outside the
     services, keeps its default), and only in the main thread (elsewhere signal.signal refuses, and signals are
     delivered to the main thread anyway). Nested blocks leave the holding to the outermost. An exception of the
-    block wins over a held-back signal: the command is ending anyway."""
+    block wins over a held-back signal: the command is ending anyway.
+
+    The handlers are swapped with the stop signals blocked (pthread_sigmask), and a signal that came before the
+    block (whose Python handler runs inside signal.signal, before the swap) is caught there and counted as held:
+    a signal can never leave a handler swapped, and none escapes halfway through a swap."""
 
     def __init__(self) -> None:
         self._held: dict[int, Callable[[int, FrameType | None], object]] = {}  # signal -> the handler it would reach
@@ -46,34 +50,57 @@ class Deferred:
         self._received.append(signum)
 
     def __enter__(self) -> None:
-        for signum in STOP_SIGNALS:
-            handler = _signal.getsignal(signum)
-            if not callable(handler) or getattr(handler, "__self__", None).__class__ is Deferred:
-                continue  # the operating system's default or ignore, or an outer block already holds it
-            try:
-                _signal.signal(signum, self._hold)
-            except ValueError:  # not the main thread
-                return
-            self._held[signum] = handler
+        with _StopSignalsBlocked():
+            for signum in STOP_SIGNALS:
+                handler = _signal.getsignal(signum)
+                if not callable(handler) or getattr(handler, "__self__", None).__class__ is Deferred:
+                    continue  # the operating system's default or ignore, or an outer block already holds it
+                try:
+                    previous = self._swap(signum, self._hold)
+                except ValueError:  # not the main thread
+                    return
+                self._held[signum] = previous
 
     def __exit__(
         self, kind: "type[BaseException] | None", _value: "BaseException | None", _traceback: "TracebackType | None"
     ) -> None:
-        for signum, handler in self._held.items():
-            _signal.signal(signum, handler)
+        with _StopSignalsBlocked():
+            for signum, handler in self._held.items():
+                self._swap(signum, handler)
         if self._received and kind is None:
             signum = self._received[0]
-            handler = self._held[signum]
-            handler(signum, None)
+            self._held[signum](signum, None)
+
+    def _swap(self, signum: int, handler: "Callable[[int, FrameType | None], object]") -> "object":
+        """signal.signal(SIGNUM, HANDLER), the previous handler returned; a stop signal that came earlier (its Python
+        handler runs first, inside signal.signal) is counted as received here instead of raised."""
+        while True:
+            try:
+                return _signal.signal(signum, handler)
+            except KeyboardInterrupt:
+                self._received.append(signum)
+
+
+class _StopSignalsBlocked:
+    """The stop signals blocked for this thread while the block runs (they stay pending, not lost)."""
+
+    def __enter__(self) -> None:
+        self._mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, STOP_SIGNALS)
+
+    def __exit__(self, *_exc: object) -> None:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, self._mask)
 
 
 def run(command: "Callable[[], None]") -> None:
     """Run COMMAND (the CLI's main): a stop signal that escapes its own handling ends in "aborted" and exit 130, and
-    one after it has finished is ignored."""
+    one after it has finished is ignored. One that interrupted the command's exit (its last line said, its exit status
+    on the way) leaves that exit as it was."""
     try:
         command()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        if isinstance(interrupt.__context__, SystemExit):
+            raise interrupt.__context__ from None
         sys.stderr.write("\naborted\n")  # the shape of click's own: a new line after the terminal's ^C
         sys.exit(ABORTED_EXIT_CODE)
     finally:

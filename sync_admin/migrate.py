@@ -43,7 +43,7 @@ def upgrade(url: str, revision: str = "head", guard: GuardOptions | None = None)
     config = alembic_config(url)
     if guard is not None:
         config.attributes["release_settings"] = guard.settings()
-    _with_restarts(command.upgrade, config, _absolute(url, revision), url)
+    _with_restarts(command.upgrade, config, _absolute(url, revision))
 
 
 def downgrade(url: str, revision: str, guard: GuardOptions | None = None) -> None:
@@ -51,7 +51,7 @@ def downgrade(url: str, revision: str, guard: GuardOptions | None = None) -> Non
     config = alembic_config(url)
     if guard is not None:
         config.attributes["release_settings"] = guard.settings()
-    _with_restarts(command.downgrade, config, _absolute(url, revision), url)
+    _with_restarts(command.downgrade, config, _absolute(url, revision))
 
 
 _RELATIVE = re.compile(r"(?P<start>[0-9a-z]*?)(?P<sign>[+-])(?P<steps>\d+)")
@@ -80,10 +80,10 @@ def _goal(current_revision: str | None, revision: str, order: list[str]) -> int:
     return goal
 
 
-def _with_restarts(action, config: Config, revision: str, url: str) -> None:  # noqa: ANN001
+def _with_restarts(action, config: Config, revision: str) -> None:  # noqa: ANN001
     """Run the migrations; a revision that restarts (migration_ops.RevisionRestart: it held up the kill switch
     while waiting for a lock) is rolled back by alembic and run again after its pause, the revisions before it
-    staying committed, until the lock schedule is used up. Ctrl-C says where that left the database."""
+    staying committed, until the lock schedule is used up."""
     try:
         while True:
             try:
@@ -93,22 +93,21 @@ def _with_restarts(action, config: Config, revision: str, url: str) -> None:  # 
                 log.warning("%s; next attempt in %g s", restart, restart.pause)
                 time.sleep(restart.pause)
                 migration_ops.first_attempt = restart.next_attempt
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; {_where_it_stands(url)}") from None
     finally:
         migration_ops.first_attempt = 1
 
 
-def _where_it_stands(url: str) -> str:
-    """After an interrupted upgrade or downgrade: the revision the database is at (the revision in flight was
-    rolled back with its transaction, the ones before it are committed: each runs in a transaction of its own)."""
+def interrupted(url: str) -> Interrupted:
+    """What to say after Ctrl-C stopped an upgrade or a downgrade of URL: the revision the database is at (the one in
+    flight was rolled back with its transaction, the ones before it are committed: each runs in a transaction of its
+    own). The CLI raises it; a library caller gets the KeyboardInterrupt itself."""
     try:
         at = current(url)
     except Exception:  # the report of an interrupt must not fail: the command that tells is named instead
-        return "`sync-admin db current` tells which revision the database is at"
-    return (
-        f"the database is at revision {at or 'base (nothing installed)'}: each revision commits on its own, the one"
-        " in flight was rolled back; run the command again to go on"
+        return Interrupted("interrupted; `sync-admin db current` tells which revision the database is at")
+    return Interrupted(
+        f"interrupted; the database is at revision {at or 'base (nothing installed)'}: each revision commits on its"
+        " own, the one in flight was rolled back; run the command again to go on"
     )
 
 

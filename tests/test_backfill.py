@@ -8,11 +8,13 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 
 import psycopg
 import pytest
@@ -286,6 +288,62 @@ def test_settling_an_interrupted_connection_cancels_again_until_the_query_ends(c
     backfill.settle_interrupted(session)
     assert time.monotonic() - started < backfill.SETTLE_SECONDS
     assert not session.closed and session.execute("SELECT 1").fetchone() == (1,)
+
+
+class SlowConnectProxy:
+    """A TCP proxy to the test server that makes every connection after the first wait DELAY seconds before it is
+    put through: what a cancel request (a connection of its own) meets on a far or busy server."""
+
+    def __init__(self, db_url: str, delay: float) -> None:
+        params = psycopg.conninfo.conninfo_to_dict(db_url)
+        host, port = params.get("host", "localhost"), int(params.get("port", 5432))
+        self.upstream = (
+            (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}") if host.startswith("/") else (socket.AF_INET, (host, port))
+        )
+        self.delay, self.accepted = delay, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = psycopg.conninfo.make_conninfo(db_url, host="127.0.0.1", port=self.listener.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            self.accepted += 1
+            threading.Thread(target=self._put_through, args=(client, self.accepted > 1), daemon=True).start()
+
+    def _put_through(self, client: socket.socket, late: bool) -> None:
+        if late:
+            time.sleep(self.delay)
+        server = socket.socket(self.upstream[0])
+        server.connect(self.upstream[1])
+        threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
+        self._pipe(server, client)
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        for end in (source, target):
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+def test_settling_keeps_cancelling_when_a_cancel_request_takes_longer_than_the_pause(db_url, conn):
+    """A cancel request that takes 1.5 s to connect (longer than the 1 s pause) is sent again rather than taken for
+    a connection that cannot be settled: the query ends, the connection is kept, the backend is idle."""
+    proxy = SlowConnectProxy(db_url, delay=1.5)
+    session = psycopg.connect(proxy.url, autocommit=True)
+    pid = session.info.backend_pid
+    session.pgconn.send_query(b"SELECT pg_sleep(30)")
+    time.sleep(0.3)
+    started = time.monotonic()
+    backfill.settle_interrupted(session)
+    assert time.monotonic() - started < backfill.SETTLE_SECONDS
+    assert not session.closed and session.execute("SELECT 1").fetchone() == (1,)
+    state = conn.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    assert state == ("idle",)
+    session.close()
 
 
 def test_restart_abandons_the_unfinished_run_and_starts_over(conn, connect, capsys, db_url):

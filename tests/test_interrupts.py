@@ -186,3 +186,67 @@ def test_a_ctrl_c_during_db_upgrade_says_which_revision_the_database_is_at(db_ur
     ], err
     assert migrate.current(db_url) == "0006"
     observer.close()
+
+
+SWAP_RACE = textwrap.dedent(
+    """
+    import _signal, os, signal, sys, types
+    from sync_admin import interrupts
+
+    def stop(signum, frame):  # watch.sigterm_stops's handler
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    case, calls = sys.argv[1], []
+
+    def signal_with_a_stop_in_between(signum, handler):
+        calls.append(signum)
+        if case == "enter" and len(calls) == 2:  # SIGINT held already, SIGTERM about to be
+            os.kill(os.getpid(), signal.SIGTERM)
+        if case == "exit" and len(calls) == 4:  # SIGINT given back already, SIGTERM about to be
+            os.kill(os.getpid(), signal.SIGINT)
+        return _signal.signal(signum, handler)
+
+    shim = types.SimpleNamespace(**{name: getattr(_signal, name) for name in dir(_signal) if not name.startswith("__")})
+    shim.signal = signal_with_a_stop_in_between
+    interrupts._signal = shim
+    try:
+        with interrupts.Deferred():
+            print("inside the block")
+        for _ in range(1000):
+            pass
+        print("nothing raised")
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt after the block")
+    interrupts._signal = _signal
+    print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGTERM) is stop)
+    """
+)
+
+
+@pytest.mark.parametrize("case", ["enter", "exit"])
+def test_a_stop_signal_between_two_handler_swaps_leaves_no_handler_swapped(case):
+    """Deferred swaps two handlers in and two out: a signal landing between two swaps must neither escape halfway
+    (leaving one handler swapped for the rest of the process, so that later Ctrl-Cs were swallowed) nor be lost."""
+    done = subprocess.run(
+        [sys.executable, "-c", SWAP_RACE, case], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == ["inside the block", "KeyboardInterrupt after the block", "True True"], done.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "stderr"),
+    [
+        ("sys.stderr.write('error: bad input\\n'); sys.exit(2)", 2, "error: bad input\n"),
+        # a Ctrl-C that lands while the exit propagates (after the command's last line): the exit stands
+        ("try:\n        sys.stderr.write('error: bad input\\n'); sys.exit(2)\n"
+         "    finally:\n        raise KeyboardInterrupt", 2, "error: bad input\n"),
+        ("raise KeyboardInterrupt", 130, "\naborted\n"),
+    ],
+)  # fmt: skip
+def test_run_keeps_the_exit_a_late_ctrl_c_interrupted(command, code, stderr):
+    script = f"import sys\nfrom sync_admin import interrupts\ndef command():\n    {command}\ninterrupts.run(command)\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (code, stderr)
