@@ -318,24 +318,27 @@ def settle_interrupted(conn: psycopg.Connection) -> None:
         while time.monotonic() < deadline:
             with suppress(psycopg.errors.CancellationTimeout):
                 conn.cancel_safe(timeout=max(0.1, min(CANCEL_TIMEOUT_SECONDS, deadline - time.monotonic())))
-            if _ended_within(conn.pgconn, CANCEL_EVERY_SECONDS):
-                while conn.pgconn.get_result() is not None:
-                    pass
+            if _drained_within(conn.pgconn, CANCEL_EVERY_SECONDS):
                 return
     except (psycopg.Error, OSError):
         pass
     conn.close()
 
 
-def _ended_within(pgconn: psycopg.pq.abc.PGconn, seconds: float) -> bool:
-    """Whether the query in flight on PGCONN has sent all its results within SECONDS (read without blocking)."""
+def _drained_within(pgconn: psycopg.pq.abc.PGconn, seconds: float) -> bool:
+    """Whether the query in flight on PGCONN has ended and its results are read, within SECONDS. Nothing here blocks:
+    get_result is called only when libpq has a whole result (or the end) buffered, since a result can arrive
+    without the ReadyForQuery that ends the query, and a blocking get_result would then wait as long as the server
+    (or the network) makes it."""
     deadline = time.monotonic() + seconds
-    while pgconn.is_busy():
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([pgconn.socket], [], [], left)[0]:
-            return False
-        pgconn.consume_input()
-    return True
+    while True:
+        while pgconn.is_busy():
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pgconn.socket], [], [], left)[0]:
+                return False
+            pgconn.consume_input()
+        if pgconn.get_result() is None:
+            return True
 
 
 def _as_saved(conn: psycopg.Connection, run: Run) -> Run:
