@@ -42,7 +42,7 @@ RETRY_PAUSE_SECONDS = 0.1
 # Settling a connection Ctrl-C left with a query in flight (settle_interrupted): the cancel is repeated this often,
 # and the connection closed when the query has not ended after SETTLE_SECONDS.
 CANCEL_EVERY_SECONDS = 1.0
-CANCEL_TIMEOUT_SECONDS = 5.0  # one cancel request's connection (psycopg's default)
+CANCEL_TIMEOUT_SECONDS = 5.0  # how long one cancel request may take to connect and be sent (psycopg waits 30 s)
 SETTLE_SECONDS = 10.0
 DEFAULT_SETTLE_SECONDS = defaults.BACKFILL_SETTLE_SECONDS
 # Pauses between fruitless sweeps double.
